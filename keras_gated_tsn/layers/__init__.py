@@ -1,0 +1,12 @@
+"""Small registered, serializable layers used by the stream and gated models.
+
+Every layer here is registered under the package name ``keras_gated_tsn``,
+returns all constructor arguments from ``get_config()`` and computes with
+``keras.ops`` only, so models that use them save and load as ``.keras``.
+"""
+
+from keras_gated_tsn.layers.fusion import GatedFusion
+from keras_gated_tsn.layers.preprocessing import ModalityPreprocessing
+from keras_gated_tsn.layers.segments import SegmentConsensus, SegmentFold
+
+__all__ = ["GatedFusion", "ModalityPreprocessing", "SegmentConsensus", "SegmentFold"]

@@ -1,0 +1,60 @@
+"""Input preprocessing as a model layer, so a model is always fed raw pixels."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+#: The Caffe BGR mean of BN-Inception/TSN (blue, green, red), pixel units 0-255.
+CAFFE_BGR_MEAN = (104.0, 117.0, 123.0)
+#: uint8-encoded optical flow: 128 is zero motion.
+FLOW_MEAN = 128.0
+
+MODALITIES = ("rgb", "flow")
+
+
+@keras.saving.register_keras_serializable(package="keras_gated_tsn")
+class ModalityPreprocessing(keras.layers.Layer):
+    """Maps raw 0-255 pixels to what the Caffe-trained backbones expect.
+
+    * ``"rgb"``: input RGB order, values 0-255 → BGR order minus the Caffe mean
+      ``[104, 117, 123]`` (TSN's ``mean_value``), values about -123..151.
+    * ``"flow"``: uint8-encoded flow (128 = no motion), any channel count
+      (2L interleaved x/y) → minus 128, values -128..127.
+
+    The input may be any numeric dtype (uint8 from the data pipeline); the
+    output has the layer's compute dtype. Shape is unchanged: ``(..., C)``
+    with C = 3 for RGB.
+
+    Args:
+        modality: ``"rgb"`` or ``"flow"``.
+
+    Raises:
+        ValueError: for another modality, or (when called) RGB input whose
+            last axis is not 3.
+    """
+
+    def __init__(self, modality: str = "rgb", **kwargs):
+        super().__init__(**kwargs)
+        if modality not in MODALITIES:
+            raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
+        self.modality = modality
+
+    def build(self, input_shape):
+        if self.modality == "rgb" and input_shape[-1] != 3:
+            raise ValueError(
+                f"RGB preprocessing expects 3 channels on the last axis, got shape {input_shape}"
+            )
+
+    def call(self, inputs):
+        x = ops.cast(inputs, self.compute_dtype)
+        if self.modality == "rgb":
+            bgr = ops.flip(x, axis=-1)
+            return bgr - ops.convert_to_tensor(CAFFE_BGR_MEAN, dtype=self.compute_dtype)
+        return x - FLOW_MEAN
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "modality": self.modality}

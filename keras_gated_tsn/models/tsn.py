@@ -1,0 +1,198 @@
+"""One stream of a two-stream network: TSN (Wang et al. 2016), K=1 being the
+original two-stream ConvNet (Simonyan & Zisserman 2014)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import keras
+import numpy as np
+from keras import layers
+
+from keras_gated_tsn.backbones import get_backbone_module
+from keras_gated_tsn.layers import ModalityPreprocessing, SegmentConsensus, SegmentFold
+from keras_gated_tsn.layers.preprocessing import MODALITIES
+
+#: TSN's dropout before the classifier, per modality.
+DEFAULT_DROPOUT = {"rgb": 0.8, "flow": 0.7}
+#: Name of the new classifier (Caffe ``fc-action``).
+CLASSIFIER = "fc-action"
+
+
+def TSN(
+    backbone: str = "bn_inception",
+    modality: str = "rgb",
+    num_classes: int = 101,
+    num_segments: int = 3,
+    input_size: int = 224,
+    new_length: int = 5,
+    dropout: Optional[float] = None,
+    partial_bn: bool = True,
+    backbone_weights: Optional[str] = None,
+    name: Optional[str] = None,
+) -> keras.Model:
+    """A TSN stream: preprocessing → segments folded → backbone → dropout → fc
+    → average consensus of the pre-softmax scores.
+
+    Input: raw clips ``(B, K, S, S, 3)`` RGB 0-255 for ``"rgb"``, or
+    ``(B, K, S, S, 2·new_length)`` uint8-encoded flow (128 = no motion,
+    channels ``x1, y1, x2, y2, ...``) for ``"flow"``; any numeric dtype
+    (uint8 from :mod:`keras_gated_tsn.data.pipeline`). The segment axis K is
+    free: the model is trained with ``num_segments`` snippets and the test
+    protocol scores one view at a time (K=1).
+
+    Output: ``(B, num_classes)`` float pre-softmax class scores averaged over
+    the K segments (TSN's segmental consensus, Wang et al. 2016 eq. (1)).
+    Train with ``SparseCategoricalCrossentropy(from_logits=True)``.
+
+    Args:
+        backbone: ``"bn_inception"``.
+        modality: ``"rgb"`` (spatial stream) or ``"flow"`` (temporal stream).
+        num_classes: number of action classes (UCF101: 101).
+        num_segments: K, the segments the stream is trained with (TSN: 3;
+            1 is the original two-stream network). Recorded in the model
+            name; the input accepts any K.
+        input_size: S, the crop size (224 in the papers; >= 32).
+        new_length: L, stacked flow frames per snippet (TSN: 5).
+        dropout: ratio before the classifier; default 0.8 for RGB, 0.7 for
+            flow (TSN).
+        partial_bn: freeze every BN layer but the first (TSN's partial BN:
+            ``trainable=False`` runs them in inference mode and freezes their
+            scale and shift). Undo with :func:`set_partial_bn`.
+        backbone_weights: optional ``.weights.h5`` of the backbone (see
+            :func:`keras_gated_tsn.backbones.BNInception`), built with the
+            same channel count.
+        name: model name; default ``tsn_<modality>_<backbone>_k<K>``.
+
+    Returns:
+        A functional ``keras.Model`` with input named after the modality,
+        the backbone's layers under their Caffe names and the classifier
+        ``fc-action``.
+
+    Raises:
+        ValueError: for an unknown backbone or modality, or a value out of
+            range (the message quotes it).
+    """
+    module = get_backbone_module(backbone)
+    if modality not in MODALITIES:
+        raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
+    for arg, value, low in (
+        ("num_classes", num_classes, 1),
+        ("num_segments", num_segments, 1),
+        ("input_size", input_size, 32),
+        ("new_length", new_length, 1),
+    ):
+        if not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"{arg} must be an int >= {low}, got {value!r}")
+    if dropout is None:
+        dropout = DEFAULT_DROPOUT[modality]
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+    channels = 3 if modality == "rgb" else 2 * new_length
+
+    clip = keras.Input(shape=(None, input_size, input_size, channels), name=modality)
+    x = ModalityPreprocessing(modality, name=f"{modality}_preprocessing")(clip)
+    x = SegmentFold(name="segment_fold")(x)
+    base = module.BNInception(
+        include_top=False, input_tensor=x, pooling="avg", weights=None, name=f"{backbone}_{modality}"
+    )
+    x = layers.Dropout(dropout, name="dropout")(base.output)
+    x = layers.Dense(
+        num_classes,
+        kernel_initializer=keras.initializers.RandomNormal(stddev=0.001),
+        bias_initializer="zeros",
+        name=CLASSIFIER,
+    )(x)
+    scores = SegmentConsensus(name="segment_consensus")([x, clip])
+    model = keras.Model(
+        clip, scores, name=name or f"tsn_{modality}_{backbone}_k{num_segments}"
+    )
+    if backbone_weights is not None:
+        _load_backbone_weights(model, module, backbone_weights, input_size, channels)
+    if partial_bn:
+        set_partial_bn(model, True)
+    return model
+
+
+def _load_backbone_weights(model, module, path, input_size, channels):
+    reference = module.BNInception(
+        include_top=False, input_shape=(input_size, input_size, channels), weights=path
+    )
+    for layer in reference.layers:
+        if layer.weights:
+            model.get_layer(layer.name).set_weights(layer.get_weights())
+
+
+def batch_norm_layers(model: keras.Model):
+    """The BatchNormalization layers of ``model`` in graph order."""
+    return [layer for layer in model.layers if isinstance(layer, layers.BatchNormalization)]
+
+
+def set_partial_bn(model: keras.Model, enabled: bool = True) -> None:
+    """TSN's partial BN: every BN layer but the first frozen (inference mode).
+
+    With ``enabled=False`` all BN layers are trainable again.
+    Source: TSN (Wang et al. 2016), Sec. 3.2 "partial BN".
+    """
+    for index, layer in enumerate(batch_norm_layers(model)):
+        layer.trainable = (index == 0) or not enabled
+
+
+def cross_modality_kernel(rgb_kernel: np.ndarray, channels: int) -> np.ndarray:
+    """TSN's cross-modality initialisation of the first convolution.
+
+    Averages an RGB kernel over its colour channels and replicates the mean
+    to ``channels`` input channels (TSN, Sec. 3.2).
+
+    Args:
+        rgb_kernel: ``(kh, kw, 3, filters)`` float kernel (Keras layout).
+        channels: input channels of the new kernel (flow: 2L).
+
+    Returns:
+        ``(kh, kw, channels, filters)`` array of the same dtype.
+
+    Raises:
+        ValueError: if ``rgb_kernel`` is not 4-D.
+    """
+    rgb_kernel = np.asarray(rgb_kernel)
+    if rgb_kernel.ndim != 4:
+        raise ValueError(f"expected a (kh, kw, in, out) kernel, got shape {rgb_kernel.shape}")
+    mean = rgb_kernel.mean(axis=2, keepdims=True)
+    return np.repeat(mean, channels, axis=2).astype(rgb_kernel.dtype)
+
+
+def init_from_rgb(target: keras.Model, rgb_model: keras.Model, include_classifier: bool = False) -> None:
+    """Copies an RGB model's backbone weights into ``target`` by layer name.
+
+    Layers whose kernels differ only in input channels (the first conv of a
+    flow stream) get :func:`cross_modality_kernel`. This is TSN's
+    cross-modality pre-training when ``rgb_model`` carries ImageNet (or
+    RGB-stream) weights.
+
+    Args:
+        target: a model built by :func:`TSN` (any modality).
+        rgb_model: a model with the same backbone (TSN stream or backbone).
+        include_classifier: also copy ``fc-action`` (same classes only).
+
+    Raises:
+        ValueError: naming the layer and both shapes when weights cannot be
+            matched.
+    """
+    source = {layer.name: layer for layer in rgb_model.layers}
+    for layer in target.layers:
+        if not layer.weights or layer.name not in source:
+            continue
+        if layer.name == CLASSIFIER and not include_classifier:
+            continue
+        new = []
+        for mine, theirs in zip(layer.get_weights(), source[layer.name].get_weights()):
+            if mine.shape == theirs.shape:
+                new.append(theirs)
+            elif mine.ndim == 4 and mine.shape[:2] == theirs.shape[:2] and mine.shape[3] == theirs.shape[3]:
+                new.append(cross_modality_kernel(theirs, mine.shape[2]))
+            else:
+                raise ValueError(
+                    f"layer {layer.name!r}: cannot initialise weight of shape {mine.shape} "
+                    f"from shape {theirs.shape}"
+                )
+        layer.set_weights(new)

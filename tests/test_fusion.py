@@ -1,0 +1,300 @@
+"""Late-fusion comparators, the fusion table and ``gated-tsn fuse`` on hand-built score files."""
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from keras_gated_tsn import fusion
+from keras_gated_tsn.evaluation.scores import ScoreFile, save_scores
+
+# ---------------------------------------------------------------------------
+# A tiny score file (N=3 videos, C=3 classes, V=2 views) with known outcomes.
+# View-averaged pre-softmax scores (the two views are S + D and S - D):
+#   video A, label 0: S_rgb [3, 0, 0]    S_flow [0, 1, 0]   gate (1, 0)
+#   video B, label 1: S_rgb [1, 0, 0]    S_flow [0, 2, 0]   gate (0, 1)
+#   video C, label 2: S_rgb [0, 0, 1.2]  S_flow [2, 0, 1]   gate (1, 0)
+# rgb: A, C right (2/3); flow: B right (1/3); average 1:1: all right (3/3);
+# TSN 1:1.5: C -> [3, 0, 2.7] wrong (2/3); gated: all right (3/3).
+# alpha*S_rgb + (1-alpha)*S_flow is right for A iff alpha > 0.25, for B iff
+# alpha < 2/3, for C iff alpha > 1/2.2 = 0.4545: all right on 0.5 ... 0.65.
+# ---------------------------------------------------------------------------
+S_RGB = np.array([[3, 0, 0], [1, 0, 0], [0, 0, 1.2]])
+S_FLOW = np.array([[0, 1, 0], [0, 2, 0], [2, 0, 1]])
+D_RGB = np.array([[0.5, -0.25, 0.25], [-0.5, 0.5, 0.25], [0.25, 0.5, -0.5]])
+D_FLOW = np.array([[-0.25, 0.5, 0.5], [0.5, 0.25, -0.5], [0.25, -0.25, 0.5]])
+GATE = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+CLASSES = ["ApplyEyeMakeup", "Archery", "Basketball"]
+
+
+def tiny_scores(gate=True, rgb=True, flow=True, class_names=CLASSES):
+    views_rgb = np.stack([S_RGB + D_RGB, S_RGB - D_RGB], axis=1).astype(np.float32)
+    views_flow = np.stack([S_FLOW + D_FLOW, S_FLOW - D_FLOW], axis=1).astype(np.float32)
+    fields = dict(
+        video_ids=["A", "B", "C"],
+        labels=[0, 1, 2],
+        class_names=class_names,
+        rgb=views_rgb if rgb else None,
+        flow=views_flow if flow else None,
+        num_frames=2,
+        num_crops=1,
+    )
+    if gate:
+        weights = np.repeat(GATE[:, None, :], 2, axis=1).astype(np.float32)  # (N, V, 2)
+        fields["fusion_weights"] = weights
+        fields["fused"] = weights[..., :1] * views_rgb + weights[..., 1:] * views_flow
+        fields["gating_classifier"] = views_rgb
+    return ScoreFile(**fields)
+
+
+def two_class_scores(thresholds_and_labels):
+    """Videos with S_rgb = [t', 0] ... right for alpha on one side of threshold t.
+
+    A label-0 video with S_rgb = [1-t, 0], S_flow = [0, t] is right iff alpha > t;
+    a label-1 video with the same scores is right iff alpha < t.
+    """
+    rgb, flow, labels = [], [], []
+    for t, label in thresholds_and_labels:
+        rgb.append([[1 - t, 0]])
+        flow.append([[0, t]])
+        labels.append(label)
+    return ScoreFile(
+        video_ids=[f"v{i}" for i in range(len(labels))],
+        labels=labels,
+        class_names=["a", "b"],
+        rgb=np.array(rgb, dtype=np.float32),
+        flow=np.array(flow, dtype=np.float32),
+        num_frames=1,
+        num_crops=1,
+    )
+
+
+def correct(scores, labels=(0, 1, 2)):
+    return list(np.argmax(scores, axis=1) == np.array(labels))
+
+
+# ------------------------------------------------------------------- SCI
+def test_sci_hand_values():
+    assert fusion.sparsity_concentration_index([0.7, 0.1, 0.1, 0.1]) == pytest.approx(0.6)
+    assert fusion.sparsity_concentration_index([0.25] * 4) == pytest.approx(0.0)
+    assert fusion.sparsity_concentration_index([0.0, 0.0, 1.0, 0.0]) == pytest.approx(1.0)
+    np.testing.assert_allclose(
+        fusion.sparsity_concentration_index(np.array([[0.9, 0.1], [0.5, 0.5]])), [0.8, 0.0], atol=1e-12
+    )
+    with pytest.raises(ValueError, match="C >= 2"):
+        fusion.sparsity_concentration_index([1.0])
+
+
+def test_softmax_is_stable():
+    np.testing.assert_allclose(fusion.softmax(np.array([1000.0, 1000.0])), [0.5, 0.5])
+    p = fusion.softmax(np.log(np.array([[0.7, 0.2, 0.1]])) + 500.0)
+    np.testing.assert_allclose(p, [[0.7, 0.2, 0.1]])
+
+
+def sci_score_file():
+    # RGB, one video, 2 views: p1 = [.7, .1, .1, .1] (SCI .6), p2 = [.1, .1, .4, .4] (SCI .2)
+    # SCI-weighted: (.6 p1 + .2 p2) / .8 = [.55, .1, .175, .175] (plain mean: [.4, .1, .25, .25])
+    # Flow: two uniform views (SCI 0 each) -> falls back to the plain mean [.25] * 4.
+    rgb = np.log(np.array([[[0.7, 0.1, 0.1, 0.1], [0.1, 0.1, 0.4, 0.4]]])) + np.array([[[3.0], [-2.0]]])
+    flow = np.full((1, 2, 4), 7.0)
+    return ScoreFile(
+        video_ids=["v"], labels=[0], class_names=list("abcd"), rgb=rgb, flow=flow, num_frames=2, num_crops=1
+    )
+
+
+def test_sci_weighting_two_view_hand_case():
+    sf = sci_score_file()
+    np.testing.assert_allclose(fusion.sci_stream_scores(sf, "rgb"), [[0.55, 0.1, 0.175, 0.175]], atol=1e-6)
+    np.testing.assert_allclose(fusion.sci_stream_scores(sf, "flow"), [[0.25] * 4], atol=1e-12)
+    # stream level: evenly averaged probabilities
+    np.testing.assert_allclose(fusion.sci_fusion(sf), [[0.4, 0.175, 0.2125, 0.2125]], atol=1e-6)
+
+
+# ------------------------------------------------------- fixed-weight fusion
+def test_stream_scores_average_views():
+    sf = tiny_scores()
+    np.testing.assert_allclose(fusion.stream_scores(sf, "rgb"), S_RGB, atol=1e-6)
+    np.testing.assert_allclose(fusion.stream_scores(sf, "flow"), S_FLOW, atol=1e-6)
+    assert fusion.stream_scores(sf, "rgb").dtype == np.float64
+    with pytest.raises(ValueError, match="stream must be one of"):
+        fusion.stream_scores(sf, "depth")
+
+
+def test_weighted_average_and_gated_outcomes():
+    sf = tiny_scores()
+    assert correct(fusion.stream_scores(sf, "rgb")) == [True, False, True]
+    assert correct(fusion.stream_scores(sf, "flow")) == [False, True, False]
+    np.testing.assert_allclose(fusion.average(sf), S_RGB + S_FLOW, atol=1e-6)
+    assert correct(fusion.average(sf)) == [True, True, True]
+    np.testing.assert_allclose(fusion.weighted_tsn(sf), S_RGB + 1.5 * S_FLOW, atol=1e-6)
+    assert correct(fusion.weighted_tsn(sf)) == [True, True, False]
+    np.testing.assert_allclose(fusion.weighted_average(sf, 0.25, 0.75), 0.25 * S_RGB + 0.75 * S_FLOW, atol=1e-6)
+    np.testing.assert_allclose(fusion.gated(sf), GATE[:, :1] * S_RGB + GATE[:, 1:] * S_FLOW, atol=1e-6)
+    assert correct(fusion.gated(sf)) == [True, True, True]
+
+
+def test_weighted_average_rejects_bad_weights_and_missing_inputs():
+    sf = tiny_scores(gate=False)
+    for weights in [(-1, 1), (0, 0), (np.nan, 1)]:
+        with pytest.raises(ValueError, match="fusion weights"):
+            fusion.weighted_average(sf, *weights)
+    with pytest.raises(ValueError, match="'fused'"):
+        fusion.gated(sf)
+    with pytest.raises(ValueError, match="no 'flow' scores"):
+        fusion.average(tiny_scores(gate=False, flow=False))
+
+
+def test_grid_search_on_tiny_file():
+    alphas, top1 = fusion.grid_search_curve(tiny_scores())
+    assert alphas.shape == (21,)
+    best = set(np.round(alphas[top1 == 1.0], 2))
+    assert best == {0.5, 0.55, 0.6, 0.65}
+    assert fusion.grid_search_weight(tiny_scores()) == 0.5
+
+
+def test_grid_search_picks_known_best_alpha():
+    # right iff alpha > 0.77 (label 0) and iff alpha < 0.83 (label 1): only 0.8 gets both.
+    sf = two_class_scores([(0.77, 0), (0.83, 1)])
+    assert fusion.grid_search_weight(sf) == 0.8
+    assert fusion.grid_search_weight(sf, grid=[0.1, 0.9]) == 0.1  # both 1/2: 0.1 and 0.9 tie, lower wins
+
+
+def test_grid_search_tie_rule_closest_to_half_then_lower():
+    # right iff alpha < 0.33 (label 1) or alpha > 0.67 (label 0): every alpha outside
+    # [0.33, 0.67] scores 1/2; 0.3 and 0.7 are equally close to 0.5 -> the lower, 0.3
+    # (in floating point |0.7 - 0.5| < |0.3 - 0.5|, so a naive comparison would pick 0.7).
+    sf = two_class_scores([(0.33, 1), (0.67, 0)])
+    assert fusion.grid_search_weight(sf) == 0.3
+    with pytest.raises(ValueError, match="grid"):
+        fusion.grid_search_weight(sf, grid=[0.5, 1.5])
+
+
+# -------------------------------------------------------------------- table
+def test_fusion_table_rows_and_values():
+    rows = fusion.fusion_table(tiny_scores(), tiny_scores())
+    assert [r["method"] for r in rows] == ["rgb", "flow", "average", "weighted", "weighted_tsn", "sci", "gated"]
+    assert all(set(r) == set(fusion.ROW_FIELDS) for r in rows)
+    by = {r["method"]: r for r in rows}
+    assert by["rgb"]["top1"] == pytest.approx(200 / 3)
+    assert by["flow"]["top1"] == pytest.approx(100 / 3)
+    assert by["average"]["top1"] == pytest.approx(100.0)
+    assert (by["average"]["rgb_weight"], by["average"]["flow_weight"]) == (1.0, 1.0)
+    assert by["weighted"]["rgb_weight"] == 0.5 and by["weighted"]["flow_weight"] == 0.5
+    assert by["weighted"]["top1"] == pytest.approx(100.0)
+    assert (by["weighted_tsn"]["rgb_weight"], by["weighted_tsn"]["flow_weight"]) == (1.0, 1.5)
+    assert by["weighted_tsn"]["top1"] == pytest.approx(200 / 3)
+    assert by["gated"]["top1"] == pytest.approx(100.0)
+    # one video per class: mean class accuracy equals top-1
+    assert by["rgb"]["mean_class_accuracy"] == pytest.approx(by["rgb"]["top1"])
+    # per-video gate weights (1,0), (0,1), (1,0): w_rgb 2/3 +/- sqrt(2)/3
+    assert "w_rgb 0.667 +/- 0.471, w_flow 0.333 +/- 0.471" in by["gated"]["note"]
+
+
+def test_fusion_table_without_validation_does_not_tune_on_test():
+    rows = fusion.fusion_table(tiny_scores(gate=False))
+    assert [r["method"] for r in rows] == ["rgb", "flow", "average", "weighted", "weighted_tsn", "sci"]
+    weighted = rows[3]
+    assert weighted["top1"] is None and weighted["rgb_weight"] is None
+    assert "validation score file" in weighted["note"]
+
+
+def test_fusion_table_single_stream_skips_two_stream_rows():
+    rows = fusion.fusion_table(tiny_scores(gate=False, rgb=False))
+    by = {r["method"]: r for r in rows}
+    assert by["rgb"]["top1"] is None and "no 'rgb' scores" in by["rgb"]["note"]
+    assert by["flow"]["top1"] == pytest.approx(100 / 3)
+    for method in ("average", "weighted", "weighted_tsn", "sci"):
+        assert by[method]["top1"] is None and "needs both streams" in by[method]["note"]
+
+
+def test_fusion_table_rejects_mismatched_classes():
+    other = tiny_scores(class_names=["ApplyEyeMakeup", "Archery", "Bowling"])
+    with pytest.raises(ValueError, match="class 2 is 'Bowling' in validation, 'Basketball' in test"):
+        fusion.fusion_table(tiny_scores(), other)
+
+
+def test_markdown_csv_json(tmp_path):
+    rows = fusion.fusion_table(tiny_scores(), tiny_scores())
+    text = fusion.format_markdown(rows)
+    lines = text.strip().splitlines()
+    assert lines[0] == "| Method | RGB weight | Flow weight | Top-1 (%) | Mean class acc. (%) | Note |"
+    assert len(lines) == 2 + len(rows)
+    for row, line in zip(rows, lines[2:]):
+        assert line.startswith(f"| {row['method']} |")
+    assert "| rgb | - | - | 66.67 | 66.67 |" in text
+    assert "| weighted_tsn | 1 | 1.5 | 66.67 | 66.67 |" in text
+
+    fusion.write_csv(tmp_path / "t.csv", rows)
+    fusion.write_json(tmp_path / "t.json", rows)
+    with open(tmp_path / "t.csv", newline="") as handle:
+        back = list(csv.DictReader(handle))
+    assert [r["method"] for r in back] == [r["method"] for r in rows]
+    assert float(back[0]["top1"]) == pytest.approx(200 / 3)
+    assert back[0]["rgb_weight"] == ""
+    assert json.loads((tmp_path / "t.json").read_text()) == rows
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.csv", "t.json"]
+
+
+# ---------------------------------------------------------------------- CLI
+def fuse_parser():
+    parser = argparse.ArgumentParser(prog="gated-tsn")
+    fusion.add_fuse_parser(parser.add_subparsers(dest="command"))
+    return parser
+
+
+def test_run_fuse_end_to_end(tmp_path, capsys):
+    save_scores(tmp_path / "test.npz", tiny_scores())
+    save_scores(tmp_path / "val.npz", tiny_scores(gate=False))
+    prefix = tmp_path / "out" / "split1"
+    args = fuse_parser().parse_args(
+        ["fuse", str(tmp_path / "test.npz"), "--val-scores", str(tmp_path / "val.npz"), "--out", str(prefix)]
+    )
+    assert args.func is fusion.run_fuse
+    assert fusion.run_fuse(args) == 0
+    out = capsys.readouterr().out
+    assert "| Method |" in out and "| gated |" in out and "alpha = 0.5" in out
+    assert f"{prefix}.csv" in out and f"{prefix}.json" in out
+    assert [r["method"] for r in json.loads((tmp_path / "out" / "split1.json").read_text())][-1] == "gated"
+
+
+def test_run_fuse_default_prefix(tmp_path, capsys):
+    save_scores(tmp_path / "ucf_test.npz", tiny_scores(gate=False))
+    args = fuse_parser().parse_args(["fuse", str(tmp_path / "ucf_test.npz")])
+    assert fusion.run_fuse(args) == 0
+    assert (tmp_path / "ucf_test_fusion.csv").is_file() and (tmp_path / "ucf_test_fusion.json").is_file()
+    assert "needs a validation score file" in capsys.readouterr().out
+
+
+def test_run_fuse_bad_input_returns_2(tmp_path, capsys):
+    parser = fuse_parser()
+    assert fusion.run_fuse(parser.parse_args(["fuse", str(tmp_path / "missing.npz")])) == 2
+    assert "missing.npz" in capsys.readouterr().err
+    save_scores(tmp_path / "test.npz", tiny_scores())
+    save_scores(tmp_path / "val.npz", tiny_scores(class_names=["x", "y", "z"]))
+    args = parser.parse_args(["fuse", str(tmp_path / "test.npz"), "--val-scores", str(tmp_path / "val.npz")])
+    assert fusion.run_fuse(args) == 2
+    assert "different class lists" in capsys.readouterr().err
+    assert not (tmp_path / "test_fusion.csv").exists()
+
+
+def test_fuse_help_describes_rows(capsys):
+    with pytest.raises(SystemExit) as info:
+        fuse_parser().parse_args(["fuse", "--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    for method in fusion.METHOD_DESCRIPTIONS:
+        assert f"  {method} " in text
+    assert "example:" in text and "--val-scores" in text
+
+
+def test_import_is_numpy_only():
+    code = (
+        "import sys, keras_gated_tsn.fusion, keras_gated_tsn.evaluation.scores; "
+        "print('tensorflow' in sys.modules or 'keras' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"

@@ -17,6 +17,7 @@ accuracy, and ``.keras`` checkpoints of the best epoch.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Dict, List, Optional
 
@@ -141,3 +142,193 @@ def stage_callbacks(
     if log_csv:
         callbacks.append(keras.callbacks.CSVLogger(log_csv))
     return callbacks
+
+
+@dataclasses.dataclass
+class StageConfig:
+    """Everything one stage of Algorithm 1 needs (the ``gated-tsn train`` options).
+
+    Attributes:
+        stage: ``"rgb"``, ``"flow"`` (stage 1), ``"gate"`` (stage 2, λ=0) or
+            ``"joint"`` (stage 3).
+        data_dir: a prepared dataset (``frames/``, ``classes.txt``, lists).
+        out: the ``.keras`` checkpoint to write (best validation epoch).
+        train_list, val_list: list files; default ``data_dir/train.txt`` and
+            ``data_dir/val.txt`` (no validation list: the training accuracy is
+            monitored instead, and a warning says so).
+        epochs: upper bound; early stopping usually ends sooner.
+        batch_size: videos per step; default 32 for streams, 4 for the gated
+            model (paper Sec. IV-A).
+        num_segments: K (paper: 3; 1 is the original two-stream network).
+        input_size: crop side (224 in the paper).
+        new_length: flow frames per snippet L (5).
+        learning_rate, min_learning_rate: 1e-3 → 1e-4 on plateau.
+        patience, lr_patience: epochs without improvement before stopping /
+            dividing the learning rate by 10.
+        accumulate: gradient accumulation steps (Caffe's ``iter_size``).
+        weight_decay: on kernels (5e-4).
+        seed: data order, sampling and augmentation.
+        backbone, backbone_weights, partial_bn, dropout: for stream stages.
+        init_from: an RGB ``.keras`` stream to initialise a flow stream from
+            (cross-modality) or an RGB stream from.
+        rgb, flow: trained stream checkpoints (stage ``gate``).
+        fusion_layer, feature_fusion, gate_activation, gate_dropout,
+        fusion_initializer: the gating ConvNet (see :func:`GatedTSN`).
+        resume: the gate checkpoint to go on from (stage ``joint``).
+        lam: λ of eq. (4); default 0 for ``gate`` and 1 for ``joint``.
+        verbose: Keras ``fit`` verbosity (1: progress bar).
+    """
+
+    stage: str
+    data_dir: str
+    out: str
+    train_list: Optional[str] = None
+    val_list: Optional[str] = None
+    epochs: int = 80
+    batch_size: Optional[int] = None
+    num_segments: int = 3
+    input_size: int = 224
+    new_length: int = 5
+    learning_rate: float = 1e-3
+    min_learning_rate: float = 1e-4
+    patience: int = 10
+    lr_patience: int = 4
+    accumulate: Optional[int] = None
+    weight_decay: float = 5e-4
+    seed: Optional[int] = None
+    backbone: str = "bn_inception"
+    backbone_weights: Optional[str] = None
+    partial_bn: bool = True
+    dropout: Optional[float] = None
+    init_from: Optional[str] = None
+    rgb: Optional[str] = None
+    flow: Optional[str] = None
+    fusion_layer: str = "inception_4e_output"
+    feature_fusion: str = "conv"
+    gate_activation: str = "relu"
+    gate_dropout: float = 0.8
+    fusion_initializer: str = "xavier"
+    resume: Optional[str] = None
+    lam: Optional[float] = None
+    verbose: int = 1
+
+
+def _require_file(path: Optional[str], what: str) -> str:
+    if not path:
+        raise ValueError(f"{what} is required")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what}: no such file {path!r}")
+    return path
+
+
+def load_model(path: str) -> keras.Model:
+    """Loads a ``.keras`` model of this package (its layers are registered on import).
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+    """
+    import keras_gated_tsn.layers  # noqa: F401  (registers the custom layers)
+
+    _require_file(path, "model")
+    return keras.models.load_model(path)
+
+
+def build_stage_model(config: StageConfig, num_classes: int) -> keras.Model:
+    """The model a stage trains, compiled (new, initialised or resumed)."""
+    from keras_gated_tsn.models import TSN, GatedTSN, init_from_rgb
+
+    optimizer = make_optimizer(
+        config.learning_rate, weight_decay=config.weight_decay,
+        gradient_accumulation_steps=config.accumulate,
+    )
+    if config.stage in ("rgb", "flow"):
+        model = TSN(
+            config.backbone, config.stage, num_classes, config.num_segments, config.input_size,
+            config.new_length, dropout=config.dropout, partial_bn=config.partial_bn,
+            backbone_weights=config.backbone_weights,
+        )
+        if config.init_from:
+            init_from_rgb(model, load_model(config.init_from))
+        return compile_stream(model, optimizer)
+    if config.stage == "gate":
+        rgb = load_model(_require_file(config.rgb, "--rgb (the trained RGB stream)"))
+        flow = load_model(_require_file(config.flow, "--flow (the trained flow stream)"))
+        model = GatedTSN(
+            rgb, flow, fusion_layer=config.fusion_layer, feature_fusion=config.feature_fusion,
+            gate_activation=config.gate_activation, dropout=config.gate_dropout,
+            fusion_initializer=config.fusion_initializer,
+        )
+        return compile_gated(model, 0.0 if config.lam is None else config.lam, optimizer)
+    model = load_model(_require_file(config.resume, "--resume (the stage-2 gate checkpoint)"))
+    return compile_gated(model, 1.0 if config.lam is None else config.lam, optimizer)
+
+
+def run_stage(config: StageConfig):
+    """Runs one stage of Algorithm 1 with ``fit()`` and writes ``config.out``.
+
+    Returns:
+        ``(model, history)``: the model with its best weights (also saved to
+        ``config.out``) and the Keras ``History``.
+
+    Raises:
+        ValueError: for an unknown stage or a missing option of that stage.
+        FileNotFoundError: for a missing list, class or checkpoint file.
+    """
+    from keras_gated_tsn.data import pipeline
+    from keras_gated_tsn.data.lists import read_class_names
+
+    if config.stage not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES}, got {config.stage!r}")
+    data_dir = config.data_dir
+    class_names = read_class_names(_require_file(os.path.join(data_dir, "classes.txt"), "classes.txt"))
+    train_list = _require_file(config.train_list or os.path.join(data_dir, "train.txt"), "training list")
+    val_list = config.val_list or os.path.join(data_dir, "val.txt")
+    if not os.path.isfile(val_list):
+        if config.val_list:
+            raise FileNotFoundError(f"validation list: no such file {val_list!r}")
+        val_list = None
+    gated = config.stage in ("gate", "joint")
+    modality = "rgb+flow" if gated else config.stage
+    batch_size = config.batch_size or (4 if gated else 32)
+    model = build_stage_model(config, len(class_names))
+    if gated:
+        size = model.get_layer("rgb").output.shape[2]
+        new_length = model.get_layer("flow").output.shape[-1] // 2
+    else:
+        size, new_length = config.input_size, (1 if modality == "rgb" else config.new_length)
+
+    def data(list_file, training):
+        ds = pipeline.make_dataset(
+            list_file, os.path.join(data_dir, "frames"), modality, num_segments=config.num_segments,
+            new_length=new_length, input_size=size, batch_size=batch_size, training=training,
+            seed=config.seed,
+        )
+        return ds.map(lambda x, y: (x, gated_targets(y))) if gated else ds
+
+    monitor = GATED_MONITOR if gated else STREAM_MONITOR
+    if val_list is None:
+        monitor = monitor[len("val_"):]
+        print(f"warning: no validation list in {data_dir}; monitoring training {monitor}")
+    if not config.out.endswith(".keras"):
+        raise ValueError(f"the output model must end in .keras, got {config.out!r}")
+    stem = config.out[: -len(".keras")]
+    callbacks = stage_callbacks(
+        f"{stem}_best.keras", monitor, patience=config.patience, lr_patience=config.lr_patience,
+        min_learning_rate=config.min_learning_rate,
+        log_csv=f"{stem}_log.csv",
+    )
+    history = model.fit(
+        data(train_list, True),
+        validation_data=data(val_list, False) if val_list else None,
+        epochs=config.epochs,
+        callbacks=callbacks,
+        verbose=config.verbose,
+    )
+    _save_atomically(model, config.out)
+    return model, history
+
+
+def _save_atomically(model: keras.Model, path: str) -> None:
+    tmp = f"{path[: -len('.keras')]}.tmp{os.getpid()}.keras"
+    model.save(tmp)
+    os.replace(tmp, path)

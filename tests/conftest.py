@@ -40,3 +40,22 @@ def shared_reference() -> pathlib.Path:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+@pytest.fixture(scope="session")
+def prepared_samples(tmp_path_factory) -> pathlib.Path:
+    """The embedded sample clips cut into 16-frame sub-clips and prepared with DIS
+    flow at 128x96, with the demo's train/val/test lists: real frames and flow
+    for the training, evaluation and CLI tests."""
+    from keras_gated_tsn.data.lists import write_list_file
+    from keras_gated_tsn.data.prepare import prepare_dataset
+    from keras_gated_tsn.datasets import build_sample_videos, sample_split
+
+    root = tmp_path_factory.mktemp("samples")
+    videos = build_sample_videos(root / "videos", frames_per_clip=16)
+    data_dir = root / "dataset"
+    report = prepare_dataset(videos, data_dir, flow="dis", size=(128, 96), progress=False)
+    assert report.ok, report.summary()
+    for name, records in sample_split(report.records).items():
+        write_list_file(data_dir / f"{name}.txt", records)
+    return data_dir

@@ -1,0 +1,150 @@
+"""The test protocol: every view of a video scored in one batched call.
+
+Gated TSN paper, Sec. IV-A "Network Testing" (after TSN and the original
+two-stream ConvNets): 25 snippets uniformly spaced in time, 10 crops each
+(4 corners and the centre, and their horizontal flips), an RGB frame and
+the flow stack starting at the same point; the gated fusion is applied to
+every view; view scores are averaged later, by the fusion comparators
+(:mod:`keras_gated_tsn.fusion`), from the score file this module writes.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, List, Optional, Sequence
+
+import keras
+import numpy as np
+
+from keras_gated_tsn.data import pipeline
+from keras_gated_tsn.data.lists import VideoRecord
+from keras_gated_tsn.evaluation.scores import ScoreFile
+
+GATE_FIELDS = ("fused", "gating_classifier", "fusion_weights")
+
+
+def _is_gated(model: keras.Model) -> bool:
+    return {layer.name for layer in model.inputs} >= {"rgb", "flow"} or (
+        isinstance(model.output, dict) and "fused" in model.output
+    )
+
+
+def _input_geometry(model: keras.Model, name: str):
+    for tensor in model.inputs:
+        if tensor.name.split(":")[0] == name or len(model.inputs) == 1:
+            size, channels = tensor.shape[2], tensor.shape[-1]
+            return size, channels
+    raise ValueError(f"model {model.name!r} has no input named {name!r}")
+
+
+def evaluate(
+    records: Sequence[VideoRecord] | str | os.PathLike,
+    frames_root: str | os.PathLike,
+    class_names: Sequence[str],
+    *,
+    gated_model: Optional[keras.Model] = None,
+    rgb_model: Optional[keras.Model] = None,
+    flow_model: Optional[keras.Model] = None,
+    num_frames: int = 25,
+    crops: int = 10,
+    progress: bool = True,
+    **dataset_options,
+) -> ScoreFile:
+    """Scores every view of every video with a gated model or with streams.
+
+    Either ``gated_model`` (a :func:`~keras_gated_tsn.models.GatedTSN`: the
+    score file then also holds ``fused``, ``gating_classifier`` and
+    ``fusion_weights``), or one or both of ``rgb_model`` / ``flow_model``
+    (TSN streams). Input size and flow length are read off the models.
+
+    Each video's ``V = num_frames · crops`` views go through the model as one
+    batch of V clips with one segment each, so the segmental consensus is the
+    identity and every output is per view.
+
+    Args:
+        records: the videos (list file path or records).
+        frames_root: their frames (``<dataset>/frames``).
+        class_names: names of the C classes (``classes.txt``).
+        gated_model, rgb_model, flow_model: the networks (see above).
+        num_frames: snippets per video (paper: 25).
+        crops: 10 (paper), 5 or 1.
+        progress: show a Keras progress bar, one step per video.
+        **dataset_options: passed to
+            :func:`keras_gated_tsn.data.pipeline.make_test_dataset`
+            (file-name templates, ``scale_size``...).
+
+    Returns:
+        A :class:`~keras_gated_tsn.evaluation.scores.ScoreFile` with per-view
+        pre-softmax scores ``(N, V, C)`` float32.
+
+    Raises:
+        ValueError: if no model, or both a gated model and streams, are
+            given, or the models disagree on input size or classes.
+    """
+    if gated_model is not None and (rgb_model is not None or flow_model is not None):
+        raise ValueError("give either gated_model or rgb_model/flow_model, not both")
+    if gated_model is None and rgb_model is None and flow_model is None:
+        raise ValueError("give a gated model or at least one stream model")
+
+    if gated_model is not None:
+        modality = "rgb+flow"
+        size, _ = _input_geometry(gated_model, "rgb")
+        _, flow_channels = _input_geometry(gated_model, "flow")
+        new_length = flow_channels // 2
+    else:
+        modality = "rgb+flow" if (rgb_model is not None and flow_model is not None) else (
+            "rgb" if rgb_model is not None else "flow"
+        )
+        sizes = set()
+        new_length = None
+        if rgb_model is not None:
+            sizes.add(_input_geometry(rgb_model, "rgb")[0])
+        if flow_model is not None:
+            size_flow, flow_channels = _input_geometry(flow_model, "flow")
+            sizes.add(size_flow)
+            new_length = flow_channels // 2
+        if len(sizes) != 1:
+            raise ValueError(f"the stream models disagree on input size: {sorted(sizes)}")
+        size = sizes.pop()
+
+    dataset = pipeline.make_test_dataset(
+        records, frames_root, modality, num_frames=num_frames, crops=crops,
+        input_size=size, new_length=new_length, **dataset_options,
+    )
+    fields: Dict[str, List[np.ndarray]] = {}
+    video_ids, labels = [], []
+    total = int(dataset.cardinality().numpy())
+    bar = keras.utils.Progbar(total, unit_name="video") if progress else None
+    for index, (views, label, video) in enumerate(dataset):
+        if gated_model is not None:
+            outputs = gated_model.predict_on_batch(views)
+            scored = {name: outputs[name] for name in ("rgb", "flow") + GATE_FIELDS}
+        else:
+            scored = {}
+            for name, model in (("rgb", rgb_model), ("flow", flow_model)):
+                if model is not None:
+                    x = views[name] if isinstance(views, dict) else views
+                    scored[name] = model.predict_on_batch(x)
+        for name, value in scored.items():
+            fields.setdefault(name, []).append(np.asarray(value, dtype=np.float32))
+        video_ids.append(video.numpy().decode("utf-8"))
+        labels.append(int(label.numpy()))
+        if bar is not None:
+            bar.update(index + 1)
+
+    num_classes = len(class_names)
+    for name in ("rgb", "flow", "fused", "gating_classifier"):
+        if name in fields and fields[name][0].shape[-1] != num_classes:
+            raise ValueError(
+                f"the model scores {fields[name][0].shape[-1]} classes but class_names has {num_classes}"
+            )
+    stacked = {name: np.stack(values) for name, values in fields.items()}
+    return ScoreFile(
+        video_ids=np.asarray(video_ids),
+        labels=np.asarray(labels, dtype=np.int64),
+        class_names=np.asarray(list(class_names)),
+        num_frames=num_frames,
+        num_crops=crops,
+        metadata={"modality": modality, "input_size": int(size)},
+        **stacked,
+    )

@@ -1,0 +1,77 @@
+"""The gated-tsn command: help texts, evaluate → fuse on a trained gate, errors."""
+
+import json
+
+import numpy as np
+import pytest
+
+from keras_gated_tsn.cli import build_parser, main
+from keras_gated_tsn.evaluation.scores import load_scores
+
+
+def test_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    for command in ("prepare", "train", "evaluate", "fuse", "demo"):
+        assert command in text
+    parser = build_parser()
+    for command in ("train", "evaluate", "demo"):
+        with pytest.raises(SystemExit):
+            parser.parse_args([command, "--help"])
+        assert "usage: gated-tsn " + command in capsys.readouterr().out
+
+
+def test_no_command_prints_help(capsys):
+    assert main([]) == 2
+
+
+def test_train_evaluate_fuse_end_to_end(prepared_samples, tmp_path, capsys):
+    data = str(prepared_samples)
+    models = tmp_path / "models"
+    common = ["--data", data, "--epochs", "1", "--input-size", "64", "--segments", "2", "--batch-size", "4"]
+    assert main(["train", "--stage", "rgb", "--out", str(models / "rgb.keras"), *common]) == 0
+    assert main(["train", "--stage", "flow", "--out", str(models / "flow.keras"),
+                 "--init-from", str(models / "rgb.keras"), *common]) == 0
+    assert main(["train", "--stage", "gate", "--out", str(models / "gate.keras"),
+                 "--rgb", str(models / "rgb.keras"), "--flow", str(models / "flow.keras"),
+                 "--feature-fusion", "concat", "--gate-activation", "softmax", *common]) == 0
+    scores = {}
+    for split in ("val", "test"):
+        out = tmp_path / f"{split}.npz"
+        assert main(["evaluate", "--data", data, "--list", f"{data}/{split}.txt", "--model",
+                     str(models / "gate.keras"), "--out", str(out), "--frames", "2", "--no-progress"]) == 0
+        scores[split] = load_scores(out)
+    test = scores["test"]
+    assert test.num_views == 20 and test.fused.shape == (test.num_videos, 20, 3)
+    np.testing.assert_allclose(test.fusion_weights.sum(-1), 1.0, rtol=1e-5)  # softmax gate
+    expected = test.fusion_weights[..., :1] * test.rgb + test.fusion_weights[..., 1:] * test.flow
+    np.testing.assert_allclose(test.fused, expected, rtol=1e-4, atol=1e-5)
+
+    # Streams alone: same stream scores as inside the gated model.
+    streams_out = tmp_path / "streams.npz"
+    assert main(["evaluate", "--data", data, "--list", f"{data}/test.txt", "--rgb", str(models / "rgb.keras"),
+                 "--flow", str(models / "flow.keras"), "--out", str(streams_out), "--frames", "2",
+                 "--no-progress"]) == 0
+    streams = load_scores(streams_out)
+    assert streams.fused is None
+    np.testing.assert_allclose(streams.rgb, test.rgb, rtol=1e-4, atol=1e-4)
+
+    capsys.readouterr()
+    prefix = tmp_path / "table"
+    assert main(["fuse", str(tmp_path / "test.npz"), "--val-scores", str(tmp_path / "val.npz"),
+                 "--out", str(prefix)]) == 0
+    printed = capsys.readouterr().out
+    for method in ("rgb", "flow", "average", "weighted", "sci", "gated"):
+        assert f"| {method} |" in printed
+    rows = json.loads((tmp_path / "table.json").read_text())
+    assert [row["method"] for row in rows][-1] == "gated"
+
+
+def test_evaluate_errors(prepared_samples, tmp_path, capsys):
+    data = str(prepared_samples)
+    assert main(["evaluate", "--data", data, "--list", f"{data}/test.txt", "--out", str(tmp_path / "x.npz")]) == 2
+    assert "--model" in capsys.readouterr().err
+    assert main(["evaluate", "--data", data, "--list", f"{data}/test.txt", "--model", str(tmp_path / "none.keras"),
+                 "--out", str(tmp_path / "x.npz")]) == 2
+    assert "none.keras" in capsys.readouterr().err

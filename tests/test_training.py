@@ -1,0 +1,90 @@
+"""Algorithm 1 with fit() on real frames: every stage, short."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from keras_gated_tsn.training import (
+    StageConfig,
+    load_model,
+    make_optimizer,
+    run_stage,
+)
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def trained(prepared_samples, tmp_path_factory):
+    """Runs the four stages once (1 epoch each, small crops) and keeps the paths."""
+    out = tmp_path_factory.mktemp("models")
+    paths = {stage: str(out / f"{stage}.keras") for stage in ("rgb", "flow", "gate", "joint")}
+    common = dict(
+        data_dir=str(prepared_samples), epochs=1, batch_size=4, num_segments=2, input_size=SIZE, seed=1,
+        verbose=0,
+    )
+    histories = {}
+    for stage, extra in (
+        ("rgb", {}),
+        ("flow", {"init_from": paths["rgb"]}),
+        ("gate", {"rgb": paths["rgb"], "flow": paths["flow"]}),
+        ("joint", {"resume": paths["gate"], "lam": 1.0}),
+    ):
+        _, history = run_stage(StageConfig(stage=stage, out=paths[stage], **common, **extra))
+        histories[stage] = history.history
+    return paths, histories
+
+
+def test_every_stage_writes_a_model_and_logs(trained):
+    paths, histories = trained
+    for stage, path in paths.items():
+        assert keras.saving.load_model(path) is not None
+        assert os.path.isfile(path[: -len(".keras")] + "_log.csv")
+    assert "val_accuracy" in histories["rgb"] and "val_accuracy" in histories["flow"]
+    assert "val_fused_accuracy" in histories["gate"]
+    assert histories["gate"]["gating_classifier_loss"][0] > 0
+    # Stage 2 has lambda = 0: the total loss is the fused loss alone; stage 3 adds lambda * CE(gate).
+    np.testing.assert_allclose(histories["gate"]["loss"], histories["gate"]["fused_loss"], rtol=1e-4)
+    joint = histories["joint"]
+    np.testing.assert_allclose(
+        joint["loss"][0], joint["fused_loss"][0] + joint["gating_classifier_loss"][0], rtol=1e-3
+    )
+
+
+def test_flow_stream_starts_from_rgb(trained):
+    paths, _ = trained
+    flow = load_model(paths["flow"])
+    assert flow.get_layer("conv1_7x7_s2").kernel.shape == (7, 7, 10, 64)
+    assert flow.input.shape[1:] == (None, SIZE, SIZE, 10)
+
+
+def test_gate_keeps_the_streams_frozen(trained):
+    paths, _ = trained
+    rgb = load_model(paths["rgb"])
+    joint = load_model(paths["joint"])
+    inner = joint.get_layer("rgb_stream")
+    for name in ("inception_4e_3x3", "fc-action"):
+        np.testing.assert_array_equal(inner.get_layer(name).get_weights()[0], rgb.get_layer(name).get_weights()[0])
+
+
+def test_optimizer_recipe():
+    optimizer = make_optimizer()
+    assert optimizer.momentum == 0.9 and optimizer.clipnorm == 40.0
+    assert float(optimizer.learning_rate) == pytest.approx(1e-3)
+    with pytest.raises(ValueError, match="learning_rate"):
+        make_optimizer(learning_rate=0)
+
+
+def test_bad_stage_inputs(prepared_samples, tmp_path):
+    with pytest.raises(ValueError, match="stage"):
+        run_stage(StageConfig(stage="audio", data_dir=str(prepared_samples), out=str(tmp_path / "m.keras")))
+    with pytest.raises(ValueError, match="--rgb"):
+        run_stage(StageConfig(stage="gate", data_dir=str(prepared_samples), out=str(tmp_path / "m.keras"),
+                              input_size=SIZE, epochs=1))
+    with pytest.raises(FileNotFoundError, match="classes.txt"):
+        run_stage(StageConfig(stage="rgb", data_dir=str(tmp_path), out=str(tmp_path / "m.keras")))
+    (tmp_path / "classes.txt").write_text("a\nb\n")
+    with pytest.raises(FileNotFoundError, match="training list"):
+        run_stage(StageConfig(stage="rgb", data_dir=str(tmp_path), out=str(tmp_path / "m.keras")))

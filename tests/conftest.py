@@ -59,3 +59,34 @@ def prepared_samples(tmp_path_factory) -> pathlib.Path:
     for name, records in sample_split(report.records).items():
         write_list_file(data_dir / f"{name}.txt", records)
     return data_dir
+
+
+#: Crop side of the models trained once per session on the sample clips.
+TRAINED_INPUT_SIZE = 64
+
+
+@pytest.fixture(scope="session")
+def trained_models(prepared_samples, tmp_path_factory):
+    """Algorithm 1 run once on real frames (1 epoch per stage, K=2, 64x64 crops).
+
+    Returns ``(paths, histories)``: the ``.keras`` file and the Keras history
+    of each stage ``rgb``, ``flow``, ``gate``, ``joint``.
+    """
+    from keras_gated_tsn.training import StageConfig, run_stage
+
+    out = tmp_path_factory.mktemp("models")
+    paths = {stage: str(out / f"{stage}.keras") for stage in ("rgb", "flow", "gate", "joint")}
+    common = dict(
+        data_dir=str(prepared_samples), epochs=1, batch_size=4, num_segments=2,
+        input_size=TRAINED_INPUT_SIZE, seed=1, verbose=0,
+    )
+    histories = {}
+    for stage, extra in (
+        ("rgb", {}),
+        ("flow", {"init_from": paths["rgb"]}),
+        ("gate", {"rgb": paths["rgb"], "flow": paths["flow"]}),
+        ("joint", {"resume": paths["gate"], "lam": 1.0}),
+    ):
+        _, history = run_stage(StageConfig(stage=stage, out=paths[stage], **common, **extra))
+        histories[stage] = history.history
+    return paths, histories

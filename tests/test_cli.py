@@ -26,21 +26,19 @@ def test_no_command_prints_help(capsys):
     assert main([]) == 2
 
 
-def test_train_evaluate_fuse_end_to_end(prepared_samples, tmp_path, capsys):
+def test_train_evaluate_fuse_end_to_end(prepared_samples, trained_models, tmp_path, capsys):
+    """The CLI on real frames: a gate with the non-default options, then evaluate and fuse."""
     data = str(prepared_samples)
-    models = tmp_path / "models"
-    common = ["--data", data, "--epochs", "1", "--input-size", "64", "--segments", "2", "--batch-size", "4"]
-    assert main(["train", "--stage", "rgb", "--out", str(models / "rgb.keras"), *common]) == 0
-    assert main(["train", "--stage", "flow", "--out", str(models / "flow.keras"),
-                 "--init-from", str(models / "rgb.keras"), *common]) == 0
-    assert main(["train", "--stage", "gate", "--out", str(models / "gate.keras"),
-                 "--rgb", str(models / "rgb.keras"), "--flow", str(models / "flow.keras"),
-                 "--feature-fusion", "concat", "--gate-activation", "softmax", *common]) == 0
+    paths, _ = trained_models
+    gate = str(tmp_path / "gate.keras")
+    assert main(["train", "--stage", "gate", "--data", data, "--out", gate, "--rgb", paths["rgb"],
+                 "--flow", paths["flow"], "--feature-fusion", "concat", "--gate-activation", "softmax",
+                 "--epochs", "1", "--segments", "2", "--batch-size", "4"]) == 0
     scores = {}
     for split in ("val", "test"):
         out = tmp_path / f"{split}.npz"
-        assert main(["evaluate", "--data", data, "--list", f"{data}/{split}.txt", "--model",
-                     str(models / "gate.keras"), "--out", str(out), "--frames", "2", "--no-progress"]) == 0
+        assert main(["evaluate", "--data", data, "--list", f"{data}/{split}.txt", "--model", gate,
+                     "--out", str(out), "--frames", "2", "--no-progress"]) == 0
         scores[split] = load_scores(out)
     test = scores["test"]
     assert test.num_views == 20 and test.fused.shape == (test.num_videos, 20, 3)
@@ -48,11 +46,10 @@ def test_train_evaluate_fuse_end_to_end(prepared_samples, tmp_path, capsys):
     expected = test.fusion_weights[..., :1] * test.rgb + test.fusion_weights[..., 1:] * test.flow
     np.testing.assert_allclose(test.fused, expected, rtol=1e-4, atol=1e-5)
 
-    # Streams alone: same stream scores as inside the gated model.
+    # Streams alone: the same stream scores as inside the gated model.
     streams_out = tmp_path / "streams.npz"
-    assert main(["evaluate", "--data", data, "--list", f"{data}/test.txt", "--rgb", str(models / "rgb.keras"),
-                 "--flow", str(models / "flow.keras"), "--out", str(streams_out), "--frames", "2",
-                 "--no-progress"]) == 0
+    assert main(["evaluate", "--data", data, "--list", f"{data}/test.txt", "--rgb", paths["rgb"],
+                 "--flow", paths["flow"], "--out", str(streams_out), "--frames", "2", "--no-progress"]) == 0
     streams = load_scores(streams_out)
     assert streams.fused is None
     np.testing.assert_allclose(streams.rgb, test.rgb, rtol=1e-4, atol=1e-4)

@@ -13,32 +13,11 @@ from keras_gated_tsn.training import (
     run_stage,
 )
 
-SIZE = 64
+from conftest import TRAINED_INPUT_SIZE as SIZE
 
 
-@pytest.fixture(scope="module")
-def trained(prepared_samples, tmp_path_factory):
-    """Runs the four stages once (1 epoch each, small crops) and keeps the paths."""
-    out = tmp_path_factory.mktemp("models")
-    paths = {stage: str(out / f"{stage}.keras") for stage in ("rgb", "flow", "gate", "joint")}
-    common = dict(
-        data_dir=str(prepared_samples), epochs=1, batch_size=4, num_segments=2, input_size=SIZE, seed=1,
-        verbose=0,
-    )
-    histories = {}
-    for stage, extra in (
-        ("rgb", {}),
-        ("flow", {"init_from": paths["rgb"]}),
-        ("gate", {"rgb": paths["rgb"], "flow": paths["flow"]}),
-        ("joint", {"resume": paths["gate"], "lam": 1.0}),
-    ):
-        _, history = run_stage(StageConfig(stage=stage, out=paths[stage], **common, **extra))
-        histories[stage] = history.history
-    return paths, histories
-
-
-def test_every_stage_writes_a_model_and_logs(trained):
-    paths, histories = trained
+def test_every_stage_writes_a_model_and_logs(trained_models):
+    paths, histories = trained_models
     for stage, path in paths.items():
         assert keras.saving.load_model(path) is not None
         assert os.path.isfile(path[: -len(".keras")] + "_log.csv")
@@ -53,15 +32,15 @@ def test_every_stage_writes_a_model_and_logs(trained):
     )
 
 
-def test_flow_stream_starts_from_rgb(trained):
-    paths, _ = trained
+def test_flow_stream_starts_from_rgb(trained_models):
+    paths, _ = trained_models
     flow = load_model(paths["flow"])
     assert flow.get_layer("conv1_7x7_s2").kernel.shape == (7, 7, 10, 64)
     assert flow.input.shape[1:] == (None, SIZE, SIZE, 10)
 
 
-def test_gate_keeps_the_streams_frozen(trained):
-    paths, _ = trained
+def test_gate_keeps_the_streams_frozen(trained_models):
+    paths, _ = trained_models
     rgb = load_model(paths["rgb"])
     joint = load_model(paths["joint"])
     inner = joint.get_layer("rgb_stream")

@@ -1,0 +1,513 @@
+"""``tf.data`` pipelines over a prepared dataset: TSN sampling, decoding, augmentation.
+
+A prepared dataset lays a video out as ``frames_root/<video>/img_00001.jpg ...``
+(RGB, 1-based) and ``flow_x_00001.jpg`` / ``flow_y_00001.jpg ...`` (grayscale
+uint8 JPEG, 128 = no motion; pair i lies between frames i and i+1), listed by
+``<video> <num_frames> <label>`` list files (:mod:`keras_gated_tsn.data.lists`).
+The file-name templates are arguments, so other tools' layouts read too (e.g.
+mmaction's ``x_00001.jpg`` / ``y_00001.jpg`` or 6-digit ``{:06d}.jpg`` frames).
+
+Two builders:
+
+* :func:`make_dataset` — training / validation batches of K snippets per video
+  (TSN, Wang et al. ECCV 2016; gated TSN Sec. III-B "Inputs", IV-A: K = 3).
+* :func:`make_test_dataset` — one element per video with all views of the test
+  protocol (25 uniformly spaced snippets x 10 crops, paper Sec. IV-A).
+
+Everything per frame happens in the graph: paths are built with ``tf.strings``,
+frames decoded with ``tf.io.decode_jpeg``, sampling and transforms are
+TensorFlow ops (:mod:`~keras_gated_tsn.data.sampling`,
+:mod:`~keras_gated_tsn.data.transforms`) run by a parallel ``map``. Random draws
+are stateless, keyed by a per-element value of ``tf.data.Dataset.random(seed)``,
+so a seeded pipeline gives the same elements on every run (and different ones
+on each epoch).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import string
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import tensorflow as tf
+
+from keras_gated_tsn.data import sampling, transforms
+from keras_gated_tsn.data.lists import VideoRecord, read_list_file
+
+RGB_TEMPLATE = "img_{:05d}.jpg"
+FLOW_X_TEMPLATE = "flow_x_{:05d}.jpg"
+FLOW_Y_TEMPLATE = "flow_y_{:05d}.jpg"
+
+RecordsLike = Union[str, os.PathLike, Sequence[VideoRecord], Sequence[Tuple[str, int, int]]]
+
+
+# --------------------------------------------------------------------------------------
+# Construction-time checks.
+
+
+def _parse_template(template: str) -> Tuple[str, str, int, str]:
+    """Splits ``"img_{:05d}.jpg"`` into (prefix, suffix, width, fill) for tf.strings.
+
+    Raises:
+        ValueError: if the template has not exactly one ``{}``/``{:d}``/``{:0Nd}`` field.
+    """
+    if not isinstance(template, str):
+        raise ValueError(f"a file-name template must be a str, got {template!r}")
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as err:
+        raise ValueError(f"bad file-name template {template!r}: {err}") from None
+    fields = [i for i, p in enumerate(parts) if p[1] is not None]
+    match = None
+    if len(fields) == 1:
+        _, name, spec, conversion = parts[fields[0]]
+        if name in ("", "0") and conversion is None:
+            match = re.fullmatch(r"(0?)(\d*)d?", spec or "")
+    if match is None:
+        raise ValueError(
+            f"a file-name template needs exactly one integer field such as '{{:05d}}', "
+            f"got {template!r}"
+        )
+    i = fields[0]
+    prefix = "".join(p[0] for p in parts[: i + 1])
+    suffix = "".join(p[0] for p in parts[i + 1 :])
+    width = int(match.group(2)) if match.group(2) else -1
+    fill = "0" if match.group(1) else " "
+    return prefix, suffix, width, fill
+
+
+def _decoder(template: str):
+    lower = template.lower()
+    if lower.endswith((".jpg", ".jpeg")):
+        return lambda data, channels: tf.io.decode_jpeg(data, channels=channels)
+    return lambda data, channels: tf.io.decode_image(
+        data, channels=channels, expand_animations=False
+    )
+
+
+def _as_records(records_or_list_file: RecordsLike) -> Tuple[List[VideoRecord], Optional[str]]:
+    if isinstance(records_or_list_file, (str, os.PathLike)):
+        list_file = os.fspath(records_or_list_file)
+        if not os.path.isfile(list_file):
+            raise FileNotFoundError(f"list file {list_file!r} does not exist")
+        return read_list_file(list_file), list_file
+    records = []
+    for item in records_or_list_file:
+        if isinstance(item, VideoRecord):
+            records.append(item)
+        elif isinstance(item, (tuple, list)) and len(item) == 3:
+            records.append(VideoRecord(*item))
+        else:
+            raise ValueError(
+                f"records must be VideoRecord or (video, num_frames, label) tuples, got {item!r}"
+            )
+    return records, None
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _check_records(
+    records: List[VideoRecord],
+    list_file: Optional[str],
+    frames_root: str,
+    modality: str,
+    templates: Sequence[str],
+) -> None:
+    where = f" (list file {list_file!r})" if list_file else ""
+    if not records:
+        raise ValueError(f"no videos to read{where}")
+    if not os.path.isdir(frames_root):
+        raise FileNotFoundError(f"frames_root {frames_root!r} is not a folder")
+    for record in records:
+        if not _is_int(record.label) or record.label < 0:
+            raise ValueError(
+                f"video {record.video!r}{where}: label must be an int >= 0, got {record.label!r}"
+            )
+        if not _is_int(record.num_frames) or record.num_frames < 1:
+            raise ValueError(
+                f"video {record.video!r}{where}: num_frames must be an int >= 1, "
+                f"got {record.num_frames!r}"
+            )
+        if modality != "rgb" and record.num_frames < 2:
+            raise ValueError(
+                f"video {record.video!r}{where}: {record.num_frames} frame has no flow pair, "
+                f"modality {modality!r} needs num_frames >= 2"
+            )
+        if not os.path.isdir(os.path.join(frames_root, record.video)):
+            raise FileNotFoundError(
+                f"video {record.video!r}{where}: no folder "
+                f"{os.path.join(frames_root, record.video)!r}"
+            )
+    # One cheap look at the first video catches a wrong template before a long run.
+    first = os.path.join(frames_root, records[0].video)
+    for template in templates:
+        path = os.path.join(first, template.format(1))
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"video {records[0].video!r}{where}: {path!r} does not exist "
+                f"(check the file-name template {template!r})"
+            )
+
+
+def _check_common(modality, input_size, new_length, num_parallel_calls):
+    sampling.check_modality(modality)
+    input_size = transforms._check_size("input_size", input_size)
+    if new_length is None:
+        new_length = sampling.default_new_length(modality)
+    new_length = transforms._check_size("new_length", new_length)
+    if num_parallel_calls is not None and num_parallel_calls != tf.data.AUTOTUNE:
+        transforms._check_size("num_parallel_calls", num_parallel_calls)
+    return input_size, new_length
+
+
+# --------------------------------------------------------------------------------------
+# Graph pieces.
+
+
+class _Reader:
+    """Builds file paths and decodes a video's snippets inside the graph."""
+
+    def __init__(
+        self, modality: str, new_length: int, rgb_template, flow_x_template, flow_y_template
+    ):
+        self.modality = modality
+        self.new_length = new_length
+        self.templates = {
+            "rgb": rgb_template,
+            "flow_x": flow_x_template,
+            "flow_y": flow_y_template,
+        }
+        self.parsed = {k: _parse_template(t) for k, t in self.templates.items()}
+        self.decoders = {k: _decoder(t) for k, t in self.templates.items()}
+
+    def needed_templates(self) -> List[str]:
+        names = {
+            "rgb": ["rgb"],
+            "flow": ["flow_x", "flow_y"],
+            "rgb+flow": ["rgb", "flow_x", "flow_y"],
+        }
+        return [self.templates[k] for k in names[self.modality]]
+
+    def _paths(self, video_dir, kind: str, indices) -> tf.Tensor:
+        prefix, suffix, width, fill = self.parsed[kind]
+        numbers = tf.strings.as_string(indices + 1, width=width, fill=fill)
+        return tf.strings.join([video_dir, prefix, numbers, suffix])
+
+    def _decode(self, video_dir, kind: str, indices, channels: int) -> List[tf.Tensor]:
+        """Decodes files ``indices`` (static shape, flattened) -> list of uint8 (H, W, channels)."""
+        paths = self._paths(video_dir, kind, tf.reshape(indices, [-1]))
+        count = int(np.prod(indices.shape))
+        decode = self.decoders[kind]
+        return [decode(tf.io.read_file(paths[i]), channels) for i in range(count)]
+
+    def read(self, video_dir, indices) -> Dict[str, tf.Tensor]:
+        """Reads the snippets at ``indices`` (int32 (F, L), 0-based items).
+
+        Returns:
+            ``{"rgb": uint8 (F, H, W, 3 or 3L)}`` and/or
+            ``{"flow": uint8 (F, H, W, 2L)}`` (x1, y1, x2, y2, ...).
+        """
+        frames, length = indices.shape[0], self.new_length
+        out = {}
+        if self.modality == "rgb":
+            rgb = self._decode(video_dir, "rgb", indices, 3)  # F*L of (H, W, 3)
+            if length > 1:
+                rgb = [
+                    tf.concat(rgb[f * length : (f + 1) * length], axis=-1) for f in range(frames)
+                ]
+            out["rgb"] = tf.stack(rgb)
+        if self.modality == "rgb+flow":
+            # The RGB frame of a snippet is the first frame of its flow stack.
+            out["rgb"] = tf.stack(self._decode(video_dir, "rgb", indices[:, 0], 3))
+        if self.modality in ("flow", "rgb+flow"):
+            fx = self._decode(video_dir, "flow_x", indices, 1)  # F*L of (H, W, 1)
+            fy = self._decode(video_dir, "flow_y", indices, 1)
+            stacks = []
+            for f in range(frames):
+                planes = []
+                for i in range(f * length, (f + 1) * length):
+                    planes += [fx[i], fy[i]]
+                stacks.append(tf.concat(planes, axis=-1))  # (H, W, 2L): x1, y1, x2, y2, ...
+            out["flow"] = tf.stack(stacks)
+        return out
+
+
+def _output(groups: Dict[str, tf.Tensor], modality: str):
+    return groups if modality == "rgb+flow" else groups[modality]
+
+
+def _channels(modality: str, new_length: int) -> Dict[str, int]:
+    if modality == "rgb":
+        return {"rgb": 3 * new_length}
+    if modality == "flow":
+        return {"flow": 2 * new_length}
+    return {"rgb": 3, "flow": 2 * new_length}
+
+
+# --------------------------------------------------------------------------------------
+# Public builders.
+
+
+def make_dataset(
+    records_or_list_file: RecordsLike,
+    frames_root: Union[str, os.PathLike],
+    modality: str,
+    *,
+    num_segments: int = 3,
+    new_length: Optional[int] = None,
+    input_size: int = 224,
+    batch_size: int = 32,
+    training: bool = True,
+    shuffle: Optional[bool] = None,
+    seed: Optional[int] = None,
+    scales: Sequence[float] = transforms.DEFAULT_SCALES,
+    max_distort: int = 1,
+    flip_prob: float = 0.5,
+    scale_size: Optional[int] = None,
+    rgb_template: str = RGB_TEMPLATE,
+    flow_x_template: str = FLOW_X_TEMPLATE,
+    flow_y_template: str = FLOW_Y_TEMPLATE,
+    num_parallel_calls: Optional[int] = tf.data.AUTOTUNE,
+    prefetch: Optional[int] = tf.data.AUTOTUNE,
+    drop_remainder: bool = False,
+    repeat: bool = False,
+) -> tf.data.Dataset:
+    """Batches of K TSN snippets per video, for training or validation.
+
+    Training (``training=True``): random snippet offsets, one per segment
+    (:func:`~keras_gated_tsn.data.sampling.train_offsets_tf`), one multi-scale
+    fixed-grid crop per video resized to ``input_size``
+    (:func:`~keras_gated_tsn.data.transforms.sample_multiscale_crop_tf`), and a
+    horizontal flip with probability ``flip_prob`` (flow x inverted) — TSN's
+    augmentation, adopted by the gated TSN (Sec. IV-A). Otherwise: uniform
+    offsets (segment centres) and the centre crop of frames scaled to shorter
+    side ``scale_size``. In the joint mode the crop, flip and offsets are shared
+    by both modalities, and the RGB frame of a segment is the first frame of its
+    flow stack (gated TSN Sec. III-B).
+
+    Args:
+        records_or_list_file: a list file (``<video> <num_frames> <label>``) or
+            a sequence of :class:`~keras_gated_tsn.data.lists.VideoRecord` (or
+            ``(video, num_frames, label)`` tuples).
+        frames_root: folder holding one folder of frames per video.
+        modality: ``"rgb"``, ``"flow"`` or ``"rgb+flow"``.
+        num_segments: K >= 1.
+        new_length: snippet length; default 1 for ``"rgb"``, 5 (L) for flow and
+            joint (the joint mode always takes one RGB frame per segment).
+        input_size: output side S in pixels.
+        batch_size: videos per batch.
+        training: random augmentation (True) or the deterministic centre view.
+        shuffle: shuffle the videos each epoch; default ``training``.
+        seed: makes shuffling, sampling, crops and flips reproducible (and the
+            map deterministic). None draws fresh entropy.
+        scales, max_distort: multi-scale crop candidates (training only).
+        flip_prob: probability of the horizontal flip (training only; 0
+            disables it, 1 forces it; the other draws do not depend on it).
+        scale_size: evaluation shorter side before the centre crop; default
+            ``round(input_size * 256 / 224)``.
+        rgb_template, flow_x_template, flow_y_template: file names with one
+            integer field (1-based), e.g. ``"img_{:05d}.jpg"``, ``"{:06d}.jpg"``.
+        num_parallel_calls: parallelism of the decoding map (AUTOTUNE default).
+        prefetch: batches to prefetch (AUTOTUNE default; None or 0: none).
+        drop_remainder: drop a last partial batch (static batch dimension).
+        repeat: repeat forever (epoch boundaries kept: reshuffled each pass).
+
+    Returns:
+        A dataset of ``(x, label)``: ``label`` int32 (B,) in ``[0, classes)``;
+        ``x`` uint8 pixels 0-255 —
+
+        * ``"rgb"``: (B, K, S, S, 3) in RGB order (3L channels if ``new_length`` > 1,
+          frames concatenated);
+        * ``"flow"``: (B, K, S, S, 2L), channels ``x1, y1, x2, y2, ...``, 128 = no motion;
+        * ``"rgb+flow"``: ``{"rgb": (B, K, S, S, 3), "flow": (B, K, S, S, 2L)}``.
+
+        B is ``batch_size`` (None in the spec unless ``drop_remainder``).
+
+    Raises:
+        ValueError: on an unknown modality (quoted), bad sizes or scales, a
+            negative or non-int label, or a one-frame video in a flow modality.
+        FileNotFoundError: if ``frames_root``, the list file, a video's folder
+            (the message names the video and the list file) or the first
+            video's first frame (a template mismatch) does not exist.
+    """
+    input_size, new_length = _check_common(modality, input_size, new_length, num_parallel_calls)
+    num_segments = transforms._check_size("num_segments", num_segments)
+    batch_size = transforms._check_size("batch_size", batch_size)
+    if not 0.0 <= float(flip_prob) <= 1.0:
+        raise ValueError(f"flip_prob must be in [0, 1], got {flip_prob!r}")
+    transforms._check_scales(scales, max_distort)
+    scale_size = transforms.default_scale_size(input_size) if scale_size is None else scale_size
+    transforms._check_size("scale_size", scale_size)
+    if scale_size < input_size:
+        raise ValueError(f"scale_size must be >= input_size {input_size}, got {scale_size}")
+    shuffle = training if shuffle is None else bool(shuffle)
+
+    frames_root = os.fspath(frames_root)
+    records, list_file = _as_records(records_or_list_file)
+    reader = _Reader(modality, new_length, rgb_template, flow_x_template, flow_y_template)
+    _check_records(records, list_file, frames_root, modality, reader.needed_templates())
+
+    dirs = [os.path.join(frames_root, r.video) + os.sep for r in records]
+    counts = [sampling.num_items(r.num_frames, modality) for r in records]
+    labels = [r.label for r in records]
+    ds = tf.data.Dataset.from_tensor_slices(
+        (tf.constant(dirs), tf.constant(counts, tf.int32), tf.constant(labels, tf.int32))
+    )
+    if shuffle:
+        ds = ds.shuffle(len(records), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    if training:
+        # One random int64 per element: the key of all its stateless draws.
+        randoms = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+        ds = tf.data.Dataset.zip((ds, randoms)).map(lambda r, key: (*r, key))
+    else:
+        ds = ds.map(lambda d, n, y: (d, n, y, tf.constant(0, tf.int64)))
+
+    channels = _channels(modality, new_length)
+    flip_prob = float(flip_prob)
+
+    def load(video_dir, n, label, key):
+        if training:
+            seeds = [tf.stack([key, tf.constant(i, tf.int64)]) for i in range(3)]
+            offsets = sampling.train_offsets_tf(n, num_segments, new_length, seeds[0])
+        else:
+            offsets = sampling.test_offsets_tf(n, num_segments, new_length)
+        indices = sampling.snippet_indices_tf(offsets, n, new_length)
+        groups = reader.read(video_dir, indices)
+        reference = "rgb" if "rgb" in groups else "flow"
+        ref_hw = tf.shape(groups[reference])[1:3]
+        if training:
+            box = transforms.sample_multiscale_crop_tf(
+                ref_hw[0], ref_hw[1], input_size, seeds[1], scales, max_distort
+            )
+            do_flip = tf.random.stateless_uniform([], seeds[2], dtype=tf.float32) < flip_prob
+        out = {}
+        for kind, frames in groups.items():
+            if training:
+                kind_box = transforms.rescale_box(box, ref_hw, tf.shape(frames)[1:3])
+                frames = transforms.crop_and_resize(frames, kind_box, input_size)
+                is_flow = kind == "flow"
+                frames = tf.cond(
+                    do_flip, lambda f=frames, fl=is_flow: transforms.flip(f, fl), lambda f=frames: f
+                )
+            else:
+                frames = transforms.center_crop(frames, input_size, scale_size)
+            out[kind] = tf.ensure_shape(
+                frames, [num_segments, input_size, input_size, channels[kind]]
+            )
+        return _output(out, modality), label
+
+    # Seeded or evaluation: elements in order. Unseeded training: any order (faster).
+    deterministic = seed is not None or not training
+    ds = ds.map(load, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    if prefetch:
+        ds = ds.prefetch(prefetch)
+    return ds
+
+
+def make_test_dataset(
+    records_or_list_file: RecordsLike,
+    frames_root: Union[str, os.PathLike],
+    modality: str,
+    *,
+    num_frames: int = 25,
+    crops: int = 10,
+    input_size: int = 224,
+    new_length: Optional[int] = None,
+    scale_size: Optional[int] = None,
+    rgb_template: str = RGB_TEMPLATE,
+    flow_x_template: str = FLOW_X_TEMPLATE,
+    flow_y_template: str = FLOW_Y_TEMPLATE,
+    num_parallel_calls: Optional[int] = tf.data.AUTOTUNE,
+    prefetch: Optional[int] = 1,
+) -> tf.data.Dataset:
+    """All test views of each video: TSN / gated-TSN test protocol (paper Sec. IV-A).
+
+    ``num_frames`` snippets at uniform offsets
+    (:func:`~keras_gated_tsn.data.sampling.test_offsets_tf`, "25 frames
+    uniformly spaced"), each cut into ``crops`` views of frames scaled to
+    shorter side ``scale_size``
+    (:func:`~keras_gated_tsn.data.transforms.oversample`: 4 corners + centre,
+    then their flips, flow flips inverting x). In the joint mode the RGB frame of
+    a view is the first frame of its flow stack and both get the same crop.
+
+    Args:
+        records_or_list_file, frames_root, modality, new_length, input_size,
+        scale_size, templates, num_parallel_calls: as in :func:`make_dataset`.
+        num_frames: snippets per video (25 in the paper).
+        crops: views per snippet: 10 (paper), 5 or 1 (centre only).
+        prefetch: videos to prefetch (default 1; elements are large:
+            25 x 10 x 224 x 224 x 10 bytes = 125 MB for flow).
+
+    Returns:
+        A dataset, one element per video in list order: ``(x, label, video)``;
+        ``x`` uint8 (V, 1, S, S, C) with V = ``num_frames * crops``, views
+        ordered frame-major then crop (view ``f * crops + c``; for 10 crops,
+        ``c`` = 5..9 mirror 0..4), C = 3 (rgb), 2L (flow), or the dict
+        ``{"rgb": (V, 1, S, S, 3), "flow": (V, 1, S, S, 2L)}``; the axis of size
+        1 is the segment axis, so a model with K = 1 scores each view.
+        ``label`` int32 scalar, ``video`` tf.string scalar (its folder name).
+
+    Raises:
+        ValueError, FileNotFoundError: as :func:`make_dataset`, and on ``crops``
+            not in (1, 5, 10).
+    """
+    input_size, new_length = _check_common(modality, input_size, new_length, num_parallel_calls)
+    num_frames = transforms._check_size("num_frames", num_frames)
+    if crops not in (1, 5, 10):
+        raise ValueError(f"crops must be 1, 5 or 10, got {crops!r}")
+    scale_size = transforms.default_scale_size(input_size) if scale_size is None else scale_size
+    transforms._check_size("scale_size", scale_size)
+    if scale_size < input_size:
+        raise ValueError(f"scale_size must be >= input_size {input_size}, got {scale_size}")
+
+    frames_root = os.fspath(frames_root)
+    records, list_file = _as_records(records_or_list_file)
+    reader = _Reader(modality, new_length, rgb_template, flow_x_template, flow_y_template)
+    _check_records(records, list_file, frames_root, modality, reader.needed_templates())
+
+    dirs = [os.path.join(frames_root, r.video) + os.sep for r in records]
+    counts = [sampling.num_items(r.num_frames, modality) for r in records]
+    ds = tf.data.Dataset.from_tensor_slices(
+        (
+            tf.constant(dirs),
+            tf.constant(counts, tf.int32),
+            tf.constant([r.label for r in records], tf.int32),
+            tf.constant([r.video for r in records]),
+        )
+    )
+    channels = _channels(modality, new_length)
+    views = num_frames * crops
+
+    def load(video_dir, n, label, video):
+        offsets = sampling.test_offsets_tf(n, num_frames, new_length)
+        indices = sampling.snippet_indices_tf(offsets, n, new_length)
+        groups = reader.read(video_dir, indices)
+        out = {}
+        for kind, frames in groups.items():
+            x = transforms.oversample(
+                frames, input_size, scale_size, crops=crops, flow=kind == "flow"
+            )
+            x = tf.reshape(x, [views, 1, input_size, input_size, channels[kind]])
+            out[kind] = x
+        return _output(out, modality), label, video
+
+    ds = ds.map(load, num_parallel_calls=num_parallel_calls, deterministic=True)
+    if prefetch:
+        ds = ds.prefetch(prefetch)
+    return ds
+
+
+__all__ = [
+    "make_dataset",
+    "make_test_dataset",
+    "RGB_TEMPLATE",
+    "FLOW_X_TEMPLATE",
+    "FLOW_Y_TEMPLATE",
+]

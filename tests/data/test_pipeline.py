@@ -1,0 +1,295 @@
+"""tf.data pipelines on real frames from ``../shared/data/frames``."""
+
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_gated_tsn.data import pipeline, sampling, transforms
+from keras_gated_tsn.data.lists import VideoRecord, write_list_file
+
+S = 64  # tiny input size: fast tests
+MMACTION = dict(flow_x_template="x_{:05d}.jpg", flow_y_template="y_{:05d}.jpg")
+CHANNELS = {"rgb": 3, "flow": 10}
+
+
+@pytest.fixture(scope="module")
+def layout(shared_data, tmp_path_factory):
+    """A prepared dataset built from the real mmaction sample (6 frames, 5 flow pairs).
+
+    ``full``: img_00001..6 + flow_x/flow_y_00001..5; ``short``: 3 frames, 2 pairs.
+    """
+    src = shared_data / "frames" / "tsn_layout_sample"
+    root = tmp_path_factory.mktemp("prepared")
+    frames = root / "frames"
+    for video, count in (("full", 6), ("short", 3)):
+        folder = frames / video
+        folder.mkdir(parents=True)
+        for i in range(1, count + 1):
+            shutil.copy(src / f"img_{i:05d}.jpg", folder / f"img_{i:05d}.jpg")
+        for i in range(1, count):
+            shutil.copy(src / f"x_{i:05d}.jpg", folder / f"flow_x_{i:05d}.jpg")
+            shutil.copy(src / f"y_{i:05d}.jpg", folder / f"flow_y_{i:05d}.jpg")
+    records = [VideoRecord("full", 6, 3), VideoRecord("short", 3, 0)]
+    write_list_file(root / "train.txt", records)
+    return {"frames": frames, "list": root / "train.txt", "records": records}
+
+
+def _decode(path, channels):
+    return tf.io.decode_jpeg(tf.io.read_file(str(path)), channels=channels).numpy()
+
+
+def _first(ds):
+    return next(iter(ds))
+
+
+def _shapes(x):
+    return tf.nest.map_structure(lambda t: (tuple(t.shape), t.dtype.name), x)
+
+
+# ------------------------------------------------------------------ shapes and dtypes
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("modality", ["rgb", "flow", "rgb+flow"])
+def test_make_dataset_shapes_and_dtypes(layout, modality, training):
+    ds = pipeline.make_dataset(
+        layout["list"], layout["frames"], modality, input_size=S, batch_size=2,
+        training=training, seed=1,
+    )
+    x, label = _first(ds)
+    if modality == "rgb+flow":
+        assert _shapes(x) == {
+            "rgb": ((2, 3, S, S, 3), "uint8"),
+            "flow": ((2, 3, S, S, 10), "uint8"),
+        }
+        assert ds.element_spec[0]["flow"].shape.as_list() == [None, 3, S, S, 10]
+    else:
+        assert _shapes(x) == ((2, 3, S, S, CHANNELS[modality]), "uint8")
+        assert ds.element_spec[0].shape.as_list() == [None, 3, S, S, CHANNELS[modality]]
+    assert label.dtype == tf.int32 and label.shape == (2,)
+    assert sorted(label.numpy().tolist()) == [0, 3]
+
+
+def test_make_test_dataset_shapes(layout):
+    for modality in ("rgb", "flow"):
+        ds = pipeline.make_test_dataset(
+            layout["records"], layout["frames"], modality, num_frames=4, crops=10, input_size=S
+        )
+        elements = list(ds)
+        assert [e[2].numpy() for e in elements] == [b"full", b"short"]
+        x, label, video = elements[0]
+        assert _shapes(x) == ((40, 1, S, S, CHANNELS[modality]), "uint8")
+        assert label.dtype == tf.int32 and label.shape == () and int(label) == 3
+        assert video.dtype == tf.string and video.shape == ()
+    ds = pipeline.make_test_dataset(
+        layout["records"][:1], layout["frames"], "rgb+flow", num_frames=3, crops=1, input_size=S
+    )
+    x, _, _ = _first(ds)
+    assert _shapes(x) == {"rgb": ((3, 1, S, S, 3), "uint8"), "flow": ((3, 1, S, S, 10), "uint8")}
+    spec = ds.element_spec
+    assert spec[0]["rgb"].shape.as_list() == [3, 1, S, S, 3]
+    assert spec[1] == tf.TensorSpec([], tf.int32) and spec[2] == tf.TensorSpec([], tf.string)
+
+
+# ------------------------------------------------------------------ values against the frames
+
+
+def test_test_views_are_the_real_pixels_and_joint_rgb_starts_the_flow_stack(layout):
+    # Frames are 240x320; scale_size 240 keeps them unscaled, so views are exact slices.
+    # Joint, L = 2, 5 flow pairs, 2 frames: tick = 4 / 2 = 2 -> offsets [1, 3]:
+    # rgb img_00002, img_00004; flow pairs (2, 3) and (4, 5).
+    ds = pipeline.make_test_dataset(
+        layout["records"][:1], layout["frames"], "rgb+flow", num_frames=2, crops=10,
+        input_size=S, new_length=2, scale_size=240,
+    )
+    x, _, _ = _first(ds)
+    rgb, flow = x["rgb"].numpy()[:, 0], x["flow"].numpy()[:, 0]
+    assert rgb.shape == (20, S, S, 3) and flow.shape == (20, S, S, 4)
+    folder = layout["frames"] / "full"
+    y0, x0 = (240 - S) // 4 * 2, (320 - S) // 4 * 2  # centre view = view 4
+    for f, first in enumerate((2, 4)):
+        image = _decode(folder / f"img_{first:05d}.jpg", 3)
+        np.testing.assert_array_equal(rgb[f * 10 + 4], image[y0 : y0 + S, x0 : x0 + S])
+        np.testing.assert_array_equal(rgb[f * 10], image[:S, :S])  # upper left
+        planes = [
+            _decode(folder / f"flow_{axis}_{i:05d}.jpg", 1)[..., 0]
+            for i in (first, first + 1) for axis in "xy"
+        ]
+        stack = np.stack(planes, axis=-1)  # x1, y1, x2, y2
+        np.testing.assert_array_equal(flow[f * 10 + 4], stack[y0 : y0 + S, x0 : x0 + S])
+        for c in range(5):  # views 5..9 mirror 0..4, flow x inverted
+            v = f * 10 + c
+            np.testing.assert_array_equal(rgb[v + 5], rgb[v][:, ::-1])
+            np.testing.assert_array_equal(flow[v + 5][..., 0::2], 255 - flow[v][:, ::-1, 0::2])
+            np.testing.assert_array_equal(flow[v + 5][..., 1::2], flow[v][:, ::-1, 1::2])
+
+
+def test_training_crop_is_a_grid_crop_of_the_real_frame(layout):
+    # scales (1,) on 240x320 with input 240: a 240x240 crop at x in {0, 20, 40, 60, 80}.
+    ds = pipeline.make_dataset(
+        layout["records"][:1], layout["frames"], "rgb", num_segments=2, input_size=240,
+        batch_size=1, scales=(1.0,), flip_prob=0.0, seed=5, repeat=True,
+    )
+    folder = layout["frames"] / "full"
+    frames = {i: _decode(folder / f"img_{i:05d}.jpg", 3) for i in range(1, 7)}
+    it = iter(ds)
+    seen = set()
+    for _ in range(6):
+        x, _ = next(it)
+        lefts = set()
+        for k, segment in enumerate(x.numpy()[0]):
+            hits = [
+                (i, left) for i, image in frames.items() for left in (0, 20, 40, 60, 80)
+                if np.array_equal(segment, image[:, left : left + 240])
+            ]
+            assert len(hits) == 1, "a training crop is not one grid crop of a real frame"
+            frame, left = hits[0]
+            assert frame in ((1, 2, 3), (4, 5, 6))[k]  # K = 2 segments of 3 frames
+            lefts.add(left)
+            seen.add(frame)
+        assert len(lefts) == 1  # one crop for the whole group
+    assert len(seen) > 2  # offsets are redrawn per epoch
+
+
+def test_validation_uses_segment_centres(layout):
+    ds = pipeline.make_dataset(
+        layout["records"][:1], layout["frames"], "rgb", input_size=S, batch_size=1,
+        training=False, scale_size=240,
+    )
+    x, _ = _first(ds)
+    offsets = sampling.test_offsets(6, 3, 1)  # [1, 3, 5] -> img 2, 4, 6
+    y0, x0 = (240 - S) // 4 * 2, (320 - S) // 4 * 2
+    for k, offset in enumerate(offsets):
+        image = _decode(layout["frames"] / "full" / f"img_{offset + 1:05d}.jpg", 3)
+        np.testing.assert_array_equal(x.numpy()[0, k], image[y0 : y0 + S, x0 : x0 + S])
+
+
+# ------------------------------------------------------------------ randomness
+
+
+def _epoch(ds):
+    return [tf.nest.map_structure(lambda t: t.numpy(), element) for element in ds]
+
+
+def _equal(a, b):
+    return all(
+        np.array_equal(u, v) for u, v in zip(tf.nest.flatten(a), tf.nest.flatten(b))
+    )
+
+
+def test_seeded_pipelines_are_deterministic(layout):
+    records = [VideoRecord("full", 6, i) for i in range(4)]
+    make = lambda seed: pipeline.make_dataset(  # noqa: E731
+        records, layout["frames"], "rgb+flow", input_size=S, batch_size=2, seed=seed,
+    )
+    a, b = make(7), make(7)
+    first = _epoch(a)
+    assert _equal(first, _epoch(b))
+    second = _epoch(a)
+    assert _equal(second, _epoch(b))  # the second epoch too
+    assert not _equal(first, second)  # but it is a new draw
+    assert not _equal(first, _epoch(make(8)))
+
+
+def test_joint_mode_shares_crop_and_flip(layout):
+    records = [VideoRecord("full", 6, i) for i in range(8)]
+    make = lambda p: pipeline.make_dataset(  # noqa: E731
+        records, layout["frames"], "rgb+flow", input_size=S, batch_size=8, seed=3, flip_prob=p,
+    )
+    plain, flipped, mixed = (_first(make(p))[0] for p in (0.0, 1.0, 0.5))
+    np.testing.assert_array_equal(flipped["rgb"], transforms.flip_rgb(plain["rgb"]))
+    np.testing.assert_array_equal(flipped["flow"], transforms.flip_flow(plain["flow"]))
+    flips = []
+    for v in range(8):
+        rgb_flipped = np.array_equal(mixed["rgb"][v], flipped["rgb"][v])
+        flow_flipped = np.array_equal(mixed["flow"][v], flipped["flow"][v])
+        assert rgb_flipped == flow_flipped  # both or neither
+        if not rgb_flipped:
+            np.testing.assert_array_equal(mixed["rgb"][v], plain["rgb"][v])
+            np.testing.assert_array_equal(mixed["flow"][v], plain["flow"][v])
+        flips.append(rgb_flipped)
+    assert 0 < sum(flips) < 8  # p = 0.5 over 8 videos (fixed by the seed)
+
+
+# ------------------------------------------------------------------ other layouts, short videos
+
+
+def test_reads_other_tools_layouts(shared_data):
+    frames = shared_data / "frames"
+    ds = pipeline.make_dataset(
+        [VideoRecord("tsn_layout_sample", 6, 1)], frames, "rgb+flow", input_size=S,
+        batch_size=1, seed=0, **MMACTION,
+    )
+    x, label = _first(ds)
+    assert x["flow"].shape == (1, 3, S, S, 10) and int(label[0]) == 1
+    # UCF101 frames as C3D lays them out: 000001.jpg ... (6 digits), 165 frames.
+    records = [VideoRecord("v_ApplyEyeMakeup_g01_c01", 165, 0)]
+    ds = pipeline.make_dataset(
+        records, frames, "rgb", input_size=S, batch_size=1, seed=0, rgb_template="{:06d}.jpg"
+    )
+    assert _first(ds)[0].shape == (1, 3, S, S, 3)
+    test = pipeline.make_test_dataset(
+        records, frames, "rgb", num_frames=25, crops=1, input_size=S, scale_size=240,
+        rgb_template="{:06d}.jpg",
+    )
+    x, _, video = _first(test)
+    assert x.shape == (25, 1, S, S, 3) and video.numpy() == b"v_ApplyEyeMakeup_g01_c01"
+    y0, x0 = (240 - S) // 4 * 2, (320 - S) // 4 * 2
+    last = _decode(frames / "v_ApplyEyeMakeup_g01_c01" / "000162.jpg", 3)  # offset 161
+    np.testing.assert_array_equal(x.numpy()[24, 0], last[y0 : y0 + S, x0 : x0 + S])
+
+
+def test_short_videos_do_not_crash(layout):
+    # "short": 3 frames, 2 flow pairs, far fewer than K * L = 15.
+    short = [VideoRecord("short", 3, 0)]
+    for modality in ("rgb", "flow", "rgb+flow"):
+        for training in (True, False):
+            x, _ = _first(pipeline.make_dataset(
+                short, layout["frames"], modality, input_size=S, batch_size=1,
+                training=training, seed=0,
+            ))
+            assert tf.nest.flatten(x)[0].shape[:2] == (1, 3)
+    test = pipeline.make_test_dataset(short, layout["frames"], "flow", crops=1, input_size=S)
+    x, _, _ = _first(test)
+    assert x.shape == (25, 1, S, S, 10)
+    # One RGB frame: every snippet repeats it.
+    x, _ = _first(pipeline.make_dataset(
+        [VideoRecord("short", 1, 0)], layout["frames"], "rgb", input_size=S, batch_size=1, seed=0
+    ))
+    assert x.shape == (1, 3, S, S, 3)
+    np.testing.assert_array_equal(x[0, 0], x[0, 2])
+
+
+# ------------------------------------------------------------------ errors
+
+
+def test_missing_folder_names_the_video_and_list_file(layout, tmp_path):
+    records = layout["records"] + [VideoRecord("v_Missing_g01_c01", 10, 1)]
+    list_file = tmp_path / "val.txt"
+    write_list_file(list_file, records)
+    with pytest.raises(FileNotFoundError, match=r"v_Missing_g01_c01.*val\.txt"):
+        pipeline.make_dataset(list_file, layout["frames"], "rgb")
+    with pytest.raises(FileNotFoundError, match="v_Missing_g01_c01"):
+        pipeline.make_test_dataset(records, layout["frames"], "flow")
+    with pytest.raises(FileNotFoundError, match="frames_root"):
+        pipeline.make_dataset(layout["records"], tmp_path / "nowhere", "rgb")
+
+
+def test_construction_errors(layout):
+    frames, records = layout["frames"], layout["records"]
+    with pytest.raises(ValueError, match="'rgbflow'"):
+        pipeline.make_dataset(records, frames, "rgbflow")
+    with pytest.raises(ValueError, match="label"):
+        pipeline.make_dataset([("full", 6, -1)], frames, "rgb")
+    with pytest.raises(ValueError, match="no flow pair"):
+        pipeline.make_dataset([("full", 1, 0)], frames, "flow")
+    with pytest.raises(FileNotFoundError, match="template"):
+        pipeline.make_dataset(records, frames, "flow", **MMACTION)
+    with pytest.raises(ValueError, match="template"):
+        pipeline.make_dataset(records, frames, "rgb", rgb_template="img_{}_{}.jpg")
+    with pytest.raises(ValueError, match="crops"):
+        pipeline.make_test_dataset(records, frames, "rgb", crops=4)
+    with pytest.raises(ValueError, match="no videos"):
+        pipeline.make_dataset([], frames, "rgb")

@@ -22,6 +22,7 @@ for Two-Stream based Methods in Action Recognition").
 
 The method, end to end:
   gated-tsn prepare VIDEOS/ DATA/                 frames + optical flow + list files
+  gated-tsn split DATA/ --splits SPLITS/ --split 1 train/val/test lists (UCF101, HMDB51)
   gated-tsn train --stage rgb  --data DATA/ --out rgb.keras
   gated-tsn train --stage flow --data DATA/ --out flow.keras --init-from rgb.keras
   gated-tsn train --stage gate --data DATA/ --out gate.keras --rgb rgb.keras --flow flow.keras
@@ -167,8 +168,67 @@ def _run_evaluate(args) -> int:
     except (ValueError, FileNotFoundError) as error:
         print(f"gated-tsn evaluate: error: {error}", file=sys.stderr)
         return 2
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     save_scores(args.out, scores)
     print(f"scored {scores.num_videos} videos x {scores.num_views} views; wrote {args.out}")
+    return 0
+
+
+def _add_split_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "split",
+        help="write train/val/test list files from the official UCF101 / HMDB51 split files",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""\
+Matches DATA/all.txt (written by `gated-tsn prepare`) against the official split
+files in SPLITS (UCF101: classInd.txt, trainlist0N.txt, testlist0N.txt; HMDB51:
+<class>_test_splitN.txt) and writes DATA/train.txt and DATA/test.txt. With
+--val-fraction F, the last F of each class's training videos (in name order, so
+mostly whole UCF101 groups) go to DATA/val.txt instead, for early stopping and
+for the weight grid search of `gated-tsn fuse`. Videos of the split that were
+not prepared are counted and reported.""",
+        epilog="example: gated-tsn split ucf101/ --splits ucfTrainTestlist/ --split 1 --val-fraction 0.1",
+    )
+    parser.add_argument("data", help="prepared dataset folder (all.txt, classes.txt)")
+    parser.add_argument("--splits", required=True, help="folder of the official split files")
+    parser.add_argument("--split", type=int, default=1, choices=(1, 2, 3))
+    parser.add_argument("--val-fraction", type=float, default=0.0, help="of each class's training videos")
+    parser.set_defaults(func=_run_split)
+    return parser
+
+
+def _run_split(args) -> int:
+    from keras_gated_tsn.data.lists import read_class_names, read_list_file, write_list_file
+    from keras_gated_tsn.data.splits import load_split, split_records
+
+    try:
+        if not 0.0 <= args.val_fraction < 1.0:
+            raise ValueError(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
+        records = read_list_file(os.path.join(args.data, "all.txt"))
+        class_names = read_class_names(os.path.join(args.data, "classes.txt"))
+        split = load_split(args.splits, args.split)
+        train, test, missing = split_records(records, split, class_names)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"gated-tsn split: error: {error}", file=sys.stderr)
+        return 2
+    val = []
+    if args.val_fraction > 0:
+        by_class = {}
+        for record in sorted(train, key=lambda r: r.video):
+            by_class.setdefault(record.label, []).append(record)
+        held = set()
+        for videos in by_class.values():
+            count = int(round(len(videos) * args.val_fraction))
+            held.update(r.video for r in videos[len(videos) - count :])
+        val = [r for r in train if r.video in held]
+        train = [r for r in train if r.video not in held]
+        write_list_file(os.path.join(args.data, "val.txt"), val)
+    write_list_file(os.path.join(args.data, "train.txt"), train)
+    write_list_file(os.path.join(args.data, "test.txt"), test)
+    print(
+        f"{split.dataset} split {split.split}: train {len(train)}, val {len(val)}, test {len(test)} videos "
+        f"written to {args.data}; {len(missing)} videos of the split were not prepared"
+    )
     return 0
 
 
@@ -206,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_prepare_parser(subparsers)
+    _add_split_parser(subparsers)
     _add_train_parser(subparsers)
     _add_evaluate_parser(subparsers)
     add_fuse_parser(subparsers)

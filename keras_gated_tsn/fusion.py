@@ -35,7 +35,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from keras_gated_tsn.evaluation.metrics import mean_class_accuracy, top1_accuracy
-from keras_gated_tsn.evaluation.scores import ScoreFile, _atomic_write, load_scores
+from keras_gated_tsn.atomic import atomic_write
+from keras_gated_tsn.evaluation.scores import ScoreFile, load_scores
 
 __all__ = [
     "DEFAULT_WEIGHT_GRID",
@@ -541,7 +542,7 @@ def write_csv(path: str | os.PathLike, rows: Sequence[Dict[str, Any]]) -> str:
         for row in rows:
             writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in ROW_FIELDS})
 
-    _atomic_write(path, write, binary=False)
+    atomic_write(path, write, binary=False)
     return path
 
 
@@ -561,7 +562,7 @@ def write_json(path: str | os.PathLike, rows: Sequence[Dict[str, Any]]) -> str:
     """
     path = os.fspath(path)
     text = json.dumps([dict(row) for row in rows], indent=2, allow_nan=False) + "\n"
-    _atomic_write(path, lambda handle: handle.write(text), binary=False)
+    atomic_write(path, lambda handle: handle.write(text), binary=False)
     return path
 
 

@@ -322,6 +322,7 @@ def run_stage(config: StageConfig):
         validation_data=data(val_list, False) if val_list else None,
         epochs=config.epochs,
         callbacks=callbacks,
+        shuffle=False,  # the tf.data pipeline shuffles (seedably) itself
         verbose=config.verbose,
     )
     _save_atomically(model, config.out)

@@ -72,3 +72,30 @@ def test_evaluate_errors(prepared_samples, tmp_path, capsys):
     assert main(["evaluate", "--data", data, "--list", f"{data}/test.txt", "--model", str(tmp_path / "none.keras"),
                  "--out", str(tmp_path / "x.npz")]) == 2
     assert "none.keras" in capsys.readouterr().err
+
+
+def test_split_writes_official_lists(shared_reference, tmp_path, capsys):
+    """`split` on a hand-made all.txt against the real UCF101 split-1 files."""
+    from keras_gated_tsn.data.lists import VideoRecord, read_list_file, write_list_file
+
+    classes = ["ApplyEyeMakeup", "BaseballPitch", "HandstandPushups"]
+    (tmp_path / "classes.txt").write_text("\n".join(classes) + "\n")
+    records = [
+        VideoRecord("v_ApplyEyeMakeup_g08_c01", 100, 0),   # train, split 1
+        VideoRecord("v_ApplyEyeMakeup_g09_c01", 90, 0),    # train
+        VideoRecord("v_ApplyEyeMakeup_g01_c01", 164, 0),   # test
+        VideoRecord("v_BaseballPitch_g01_c01", 107, 1),    # test
+        VideoRecord("v_HandStandPushups_g08_c01", 80, 2),  # train (folder/file case quirk)
+    ]
+    write_list_file(tmp_path / "all.txt", records)
+    status = main(["split", str(tmp_path), "--splits", str(shared_reference / "ucf101_splits"),
+                   "--split", "1", "--val-fraction", "0.5"])
+    assert status == 0
+    train = [r.video for r in read_list_file(tmp_path / "train.txt")]
+    val = [r.video for r in read_list_file(tmp_path / "val.txt")]
+    test = [r.video for r in read_list_file(tmp_path / "test.txt")]
+    assert sorted(test) == ["v_ApplyEyeMakeup_g01_c01", "v_BaseballPitch_g01_c01"]
+    assert val == ["v_ApplyEyeMakeup_g09_c01"]
+    assert sorted(train) == ["v_ApplyEyeMakeup_g08_c01", "v_HandStandPushups_g08_c01"]
+    assert "not prepared" in capsys.readouterr().out
+    assert main(["split", str(tmp_path), "--splits", str(tmp_path)]) == 2

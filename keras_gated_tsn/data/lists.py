@@ -21,6 +21,8 @@ import dataclasses
 import os
 from typing import Iterable, List, Sequence
 
+from keras_gated_tsn.atomic import atomic_write
+
 
 @dataclasses.dataclass(frozen=True)
 class VideoRecord:
@@ -95,7 +97,7 @@ def write_list_file(path: str | os.PathLike, records: Iterable[VideoRecord]) -> 
         if any(c.isspace() for c in record.video):
             raise ValueError(f"video name {record.video!r} contains whitespace")
         lines.append(f"{record.video} {record.num_frames} {record.label}\n")
-    _atomic_write(path, "".join(lines))
+    atomic_write(path, lambda handle: handle.write("".join(lines)))
 
 
 def read_class_names(path: str | os.PathLike) -> List[str]:
@@ -115,12 +117,4 @@ def read_class_names(path: str | os.PathLike) -> List[str]:
 
 def write_class_names(path: str | os.PathLike, names: Sequence[str]) -> None:
     """Writes ``classes.txt`` atomically."""
-    _atomic_write(path, "".join(f"{name}\n" for name in names))
-
-
-def _atomic_write(path: str | os.PathLike, text: str) -> None:
-    path = os.fspath(path)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    atomic_write(path, lambda handle: handle.write("".join(f"{name}\n" for name in names)))

@@ -236,6 +236,17 @@ class _Reader:
         return out
 
 
+def _sources(records_or_list_file, frames_root, modality, new_length, *templates):
+    """Checked records, their reader, frame folders and item counts (both builders)."""
+    frames_root = os.fspath(frames_root)
+    records, list_file = _as_records(records_or_list_file)
+    reader = _Reader(modality, new_length, *templates)
+    _check_records(records, list_file, frames_root, modality, reader.needed_templates())
+    dirs = [os.path.join(frames_root, r.video) + os.sep for r in records]
+    counts = [sampling.num_items(r.num_frames, modality) for r in records]
+    return records, reader, dirs, counts
+
+
 def _output(groups: Dict[str, tf.Tensor], modality: str):
     return groups if modality == "rgb+flow" else groups[modality]
 
@@ -346,13 +357,10 @@ def make_dataset(
         raise ValueError(f"scale_size must be >= input_size {input_size}, got {scale_size}")
     shuffle = training if shuffle is None else bool(shuffle)
 
-    frames_root = os.fspath(frames_root)
-    records, list_file = _as_records(records_or_list_file)
-    reader = _Reader(modality, new_length, rgb_template, flow_x_template, flow_y_template)
-    _check_records(records, list_file, frames_root, modality, reader.needed_templates())
-
-    dirs = [os.path.join(frames_root, r.video) + os.sep for r in records]
-    counts = [sampling.num_items(r.num_frames, modality) for r in records]
+    records, reader, dirs, counts = _sources(
+        records_or_list_file, frames_root, modality, new_length,
+        rgb_template, flow_x_template, flow_y_template,
+    )
     labels = [r.label for r in records]
     ds = tf.data.Dataset.from_tensor_slices(
         (tf.constant(dirs), tf.constant(counts, tf.int32), tf.constant(labels, tf.int32))
@@ -467,13 +475,10 @@ def make_test_dataset(
     if scale_size < input_size:
         raise ValueError(f"scale_size must be >= input_size {input_size}, got {scale_size}")
 
-    frames_root = os.fspath(frames_root)
-    records, list_file = _as_records(records_or_list_file)
-    reader = _Reader(modality, new_length, rgb_template, flow_x_template, flow_y_template)
-    _check_records(records, list_file, frames_root, modality, reader.needed_templates())
-
-    dirs = [os.path.join(frames_root, r.video) + os.sep for r in records]
-    counts = [sampling.num_items(r.num_frames, modality) for r in records]
+    records, reader, dirs, counts = _sources(
+        records_or_list_file, frames_root, modality, new_length,
+        rgb_template, flow_x_template, flow_y_template,
+    )
     ds = tf.data.Dataset.from_tensor_slices(
         (
             tf.constant(dirs),

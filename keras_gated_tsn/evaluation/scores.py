@@ -41,14 +41,14 @@ one of ``rgb`` and ``flow`` must be present.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
-import tempfile
 import zipfile
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
+
+from keras_gated_tsn.atomic import atomic_write
 
 __all__ = [
     "FORMAT_NAME",
@@ -297,7 +297,7 @@ def save_scores(path: str | os.PathLike, scores: ScoreFile) -> str:
     def write(handle):
         np.savez(handle, **arrays)
 
-    _atomic_write(path, write, binary=True)
+    atomic_write(path, write, binary=True)
     return path
 
 
@@ -372,41 +372,6 @@ def load_scores(path: str | os.PathLike) -> ScoreFile:
 
 
 # ------------------------------------------------------------------- helpers
-def _atomic_write(path: str, write, binary: bool) -> None:
-    """Calls ``write(handle)`` on a temp file beside ``path``, then renames it over ``path``.
-
-    The temporary file lives in the destination folder (same file system, so
-    ``os.replace`` is atomic) and is removed if ``write`` raises.
-    """
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    try:
-        if binary:
-            handle = os.fdopen(fd, "wb")
-        else:
-            handle = os.fdopen(fd, "w", encoding="utf-8", newline="")
-        with handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_process_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-@functools.lru_cache(maxsize=1)
-def _process_umask() -> int:
-    """The process umask (read once: setting it is process-wide, so do it only once)."""
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return umask
-
-
 def _shape_error(where: str, name: str, expected: str, actual) -> str:
     return f"{where}: field {name!r} has shape {tuple(actual)}, expected {expected}"
 

@@ -1,0 +1,60 @@
+"""Atomic file writes: a temporary file beside the destination, then a rename.
+
+Every file this package writes for a user (list files, score files, tables)
+goes through :func:`atomic_write`, so an interrupted run never leaves a
+half-written file where a complete one is expected.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+from typing import Callable, IO
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO], object], binary: bool = False) -> None:
+    """Calls ``write(handle)`` on a temporary file beside ``path``, then renames it over ``path``.
+
+    The temporary file lives in the destination folder (same file system, so
+    ``os.replace`` is atomic), gets the permissions a plain ``open`` would
+    give, and is removed if ``write`` raises.
+
+    Args:
+        path: the destination; its folder must exist.
+        write: called once with the open handle (text mode, UTF-8, no newline
+            translation, unless ``binary``).
+        binary: open the handle in binary mode.
+
+    Raises:
+        OSError: the folder does not exist or is not writable; anything
+            ``write`` raises is re-raised after the temporary file is removed.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    try:
+        if binary:
+            handle = os.fdopen(fd, "wb")
+        else:
+            handle = os.fdopen(fd, "w", encoding="utf-8", newline="")
+        with handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_process_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+@functools.lru_cache(maxsize=1)
+def _process_umask() -> int:
+    """The process umask (read once: setting it is process-wide, so do it only once)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask

@@ -235,7 +235,7 @@ def _run_split(args) -> int:
 def _add_demo_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "demo",
-        help="the whole method on the embedded sample clips (smoke run, ~10 min on 2 CPU cores)",
+        help="the whole method on the embedded sample clips (smoke run, about 5 min on 2 CPU cores)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="""\
 Runs prepare -> train (rgb, flow, gate, joint) -> evaluate -> fuse on the six

@@ -38,7 +38,8 @@ def GatedTSN(
 ) -> keras.Model:
     """Gated TSN: adaptive, per-video fusion weights for the two streams.
 
-    The two TSN streams are frozen inside the model and run in inference mode.
+    The two TSN streams are copied into the model (the caller's models are left
+    as they are), frozen, and run in inference mode.
     Their feature maps at ``fusion_layer`` (the paper's "feature snippets")
     are combined — concatenated along channels (flow first, then RGB, as in
     the authors' prototxt) and, for ``"conv"`` fusion, reduced back to D
@@ -129,9 +130,13 @@ def GatedTSN(
     flow_in = keras.Input(shape=flow_model.input.shape[1:], name="flow")
     streams = {}
     for modality, model, clip in (("rgb", rgb_model, rgb_in), ("flow", flow_model, flow_in)):
+        # The gated model owns a frozen copy of each stream: freezing the
+        # caller's own layers would stop them from training elsewhere.
+        copy = keras.models.clone_model(model)
+        copy.set_weights(model.get_weights())
         stream = keras.Model(
-            model.input,
-            [model.get_layer(fusion_layer).output, model.output],
+            copy.input,
+            [copy.get_layer(fusion_layer).output, copy.output],
             name=f"{modality}_stream",
         )
         stream.trainable = False

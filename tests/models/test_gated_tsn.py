@@ -98,14 +98,20 @@ def test_streams_frozen_and_gate_initialised_from_rgb(gated, streams):
     )
 
 
+def test_callers_streams_stay_trainable(gated, streams):
+    rgb, flow = streams
+    assert len(rgb.trainable_weights) > 100 and len(flow.trainable_weights) > 100
+
+
 def test_training_moves_only_the_gate(streams):
     rgb, flow = streams
     model = GatedTSN(rgb, flow)
     compile_gated(model, lam=1.0)
-    before_stream = rgb.get_layer("inception_5a_1x1").kernel.numpy().copy()
+    inner = model.get_layer("rgb_stream")
+    before_stream = inner.get_layer("inception_5a_1x1").kernel.numpy().copy()
     before_gate = model.get_layer("gating_fc-action").kernel.numpy().copy()
     model.fit(_clips(), gated_targets(np.array([0, 1])), epochs=1, verbose=0)
-    np.testing.assert_array_equal(rgb.get_layer("inception_5a_1x1").kernel.numpy(), before_stream)
+    np.testing.assert_array_equal(inner.get_layer("inception_5a_1x1").kernel.numpy(), before_stream)
     assert not np.array_equal(model.get_layer("gating_fc-action").kernel.numpy(), before_gate)
 
 

@@ -67,3 +67,27 @@ def test_bad_stage_inputs(prepared_samples, tmp_path):
     (tmp_path / "classes.txt").write_text("a\nb\n")
     with pytest.raises(FileNotFoundError, match="training list"):
         run_stage(StageConfig(stage="rgb", data_dir=str(tmp_path), out=str(tmp_path / "m.keras")))
+
+
+def test_gradient_accumulation_is_caffe_iter_size():
+    """With accumulate=2 the weights move every second step only."""
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    model.compile(make_optimizer(0.1, gradient_accumulation_steps=2),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng = np.random.default_rng(0)
+    start = model.get_weights()[0].copy()
+    model.fit(rng.random((1, 4)), np.array([0]), batch_size=1, verbose=0)
+    np.testing.assert_array_equal(model.get_weights()[0], start)
+    model.fit(rng.random((1, 4)), np.array([1]), batch_size=1, verbose=0)
+    assert not np.allclose(model.get_weights()[0], start)
+
+
+def test_weight_decay_spares_biases_and_bn():
+    optimizer = make_optimizer()
+    dense = keras.layers.Dense(2)
+    bn = keras.layers.BatchNormalization()
+    dense.build((None, 3))
+    bn.build((None, 2))
+    assert optimizer._use_weight_decay(dense.kernel)
+    assert not optimizer._use_weight_decay(dense.bias)
+    assert not optimizer._use_weight_decay(bn.gamma) and not optimizer._use_weight_decay(bn.beta)

@@ -35,6 +35,11 @@ from keras_gated_tsn.layers.preprocessing import (
     MODALITIES,
 )
 
+DEFAULT_FUSION_LAYER = "inception_4e_output"
+DEFAULT_INPUT_SIZE = 224
+STREAM_POOLING = "avg"
+BGR_MEAN = CAFFE_BGR_MEAN
+SIGNATURE_LAYER = "inception_3a_output"
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9
 MIN_INPUT_SIZE = 32
@@ -318,3 +323,6 @@ def preprocess_input(x, modality: str = "rgb"):
     from keras_gated_tsn.layers.preprocessing import ModalityPreprocessing
 
     return ModalityPreprocessing(modality)(x)
+
+
+BUILDER = BNInception

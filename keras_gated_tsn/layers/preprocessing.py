@@ -28,17 +28,24 @@ class ModalityPreprocessing(keras.layers.Layer):
 
     Args:
         modality: ``"rgb"`` or ``"flow"``.
+        bgr_mean: the per-channel mean subtracted from RGB input, in BGR order
+            (default Caffe's ``[104, 117, 123]``; keras.applications' VGG16
+            weights use ``[103.939, 116.779, 123.68]``).
 
     Raises:
-        ValueError: for another modality, or (when called) RGB input whose
-            last axis is not 3.
+        ValueError: for another modality, a ``bgr_mean`` that is not three
+            numbers, or (when called) RGB input whose last axis is not 3.
     """
 
-    def __init__(self, modality: str = "rgb", **kwargs):
+    def __init__(self, modality: str = "rgb", bgr_mean=CAFFE_BGR_MEAN, **kwargs):
         super().__init__(**kwargs)
         if modality not in MODALITIES:
             raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
+        bgr_mean = tuple(float(v) for v in bgr_mean)
+        if len(bgr_mean) != 3:
+            raise ValueError(f"bgr_mean must be three numbers (B, G, R), got {bgr_mean!r}")
         self.modality = modality
+        self.bgr_mean = bgr_mean
 
     def build(self, input_shape):
         if self.modality == "rgb" and input_shape[-1] != 3:
@@ -50,11 +57,11 @@ class ModalityPreprocessing(keras.layers.Layer):
         x = ops.cast(inputs, self.compute_dtype)
         if self.modality == "rgb":
             bgr = ops.flip(x, axis=-1)
-            return bgr - ops.convert_to_tensor(CAFFE_BGR_MEAN, dtype=self.compute_dtype)
+            return bgr - ops.convert_to_tensor(self.bgr_mean, dtype=self.compute_dtype)
         return x - FLOW_MEAN
 
     def compute_output_shape(self, input_shape):
         return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "modality": self.modality}
+        return {**super().get_config(), "modality": self.modality, "bgr_mean": list(self.bgr_mean)}

@@ -9,8 +9,9 @@ import keras
 import numpy as np
 from keras import layers
 
-from keras_gated_tsn.backbones import get_backbone_module
+from keras_gated_tsn.backbones import backbone_of, get_backbone_module
 from keras_gated_tsn.layers import GatedFusion, SegmentConsensus
+from keras_gated_tsn.models.tsn import stream_pooling
 
 FEATURE_FUSIONS = ("conv", "concat")
 GATE_ACTIVATIONS = ("relu", "softmax")
@@ -18,17 +19,10 @@ GATE_ACTIVATIONS = ("relu", "softmax")
 OUTPUTS = ("fused", "rgb", "flow", "gating_classifier", "fusion_weights")
 
 
-def _stream_backbone(model: keras.Model) -> str:
-    for name in ("bn_inception",):
-        if any(layer.name.startswith("inception_") for layer in model.layers):
-            return name
-    raise ValueError(f"cannot tell the backbone of stream model {model.name!r}")
-
-
 def GatedTSN(
     rgb_model: keras.Model,
     flow_model: keras.Model,
-    fusion_layer: str = "inception_4e_output",
+    fusion_layer: Optional[str] = None,
     feature_fusion: str = "conv",
     gate_activation: str = "relu",
     dropout: float = 0.8,
@@ -71,8 +65,10 @@ def GatedTSN(
         rgb_model: a trained RGB :func:`~keras_gated_tsn.models.TSN` stream.
         flow_model: a trained flow stream with the same backbone, input size
             and classes.
-        fusion_layer: a name in the backbone's ``FEATURE_LAYERS``; the paper's
-            best is ``inception_4e_output`` (Table II).
+        fusion_layer: a name in the backbone's ``FEATURE_LAYERS``; default
+            the backbone's ``DEFAULT_FUSION_LAYER``: ``inception_4e_output``
+            for BN-Inception (the paper's best, Table II), the layer before
+            the last conv layer for CaffeNet and VGG16 (Sec. IV-B).
         feature_fusion: ``"conv"`` (1x1 conv 2D→D, the paper's choice) or
             ``"concat"`` (the 2D channels go straight into the gating ConvNet,
             whose first layers then take 2D input channels).
@@ -107,10 +103,11 @@ def GatedTSN(
         raise ValueError(f"fusion_initializer must be 'xavier' or 'identity', got {fusion_initializer!r}")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-    backbone = _stream_backbone(rgb_model)
-    if _stream_backbone(flow_model) != backbone:
+    backbone = backbone_of(rgb_model)
+    if backbone_of(flow_model) != backbone:
         raise ValueError("the RGB and flow streams must use the same backbone")
     module = get_backbone_module(backbone)
+    fusion_layer = fusion_layer or module.DEFAULT_FUSION_LAYER
     if fusion_layer not in module.FEATURE_LAYERS:
         raise ValueError(
             f"fusion_layer {fusion_layer!r} is not a feature layer of {backbone}; "
@@ -160,7 +157,7 @@ def GatedTSN(
             name=f"gating_{fusion_layer}_conv_fusion",
         )(x)
     x = module.build_tail(x, fusion_layer, prefix="gating_", bn_training=False)
-    x = layers.GlobalAveragePooling2D(name="gating_global_pool")(x)
+    x = stream_pooling(module, x, prefix="gating_")
     x = layers.Dropout(dropout, name="gating_dropout")(x)
     head_init = keras.initializers.RandomNormal(stddev=0.001)
     # Bias 0.5 (ReLU gate): the gate starts as 1:1 averaging, and no sample

@@ -46,13 +46,15 @@ def TSN(
     Train with ``SparseCategoricalCrossentropy(from_logits=True)``.
 
     Args:
-        backbone: ``"bn_inception"``.
+        backbone: ``"bn_inception"`` (or another name of
+            :func:`keras_gated_tsn.backbones.available_backbones`).
         modality: ``"rgb"`` (spatial stream) or ``"flow"`` (temporal stream).
         num_classes: number of action classes (UCF101: 101).
         num_segments: K, the segments the stream is trained with (TSN: 3;
             1 is the original two-stream network). Recorded in the model
             name; the input accepts any K.
-        input_size: S, the crop size (224 in the papers; >= 32).
+        input_size: S, the crop size (224 in the papers; at least the
+            backbone's ``MIN_INPUT_SIZE``).
         new_length: L, stacked flow frames per snippet (TSN: 5).
         dropout: ratio before the classifier; default 0.8 for RGB, 0.7 for
             flow (TSN).
@@ -79,7 +81,7 @@ def TSN(
     for arg, value, low in (
         ("num_classes", num_classes, 1),
         ("num_segments", num_segments, 1),
-        ("input_size", input_size, 32),
+        ("input_size", input_size, module.MIN_INPUT_SIZE),
         ("new_length", new_length, 1),
     ):
         if not isinstance(value, (int, np.integer)) or value < low:
@@ -91,12 +93,13 @@ def TSN(
     channels = 3 if modality == "rgb" else 2 * new_length
 
     clip = keras.Input(shape=(None, input_size, input_size, channels), name=modality)
-    x = ModalityPreprocessing(modality, name=f"{modality}_preprocessing")(clip)
+    x = ModalityPreprocessing(modality, bgr_mean=module.BGR_MEAN, name=f"{modality}_preprocessing")(clip)
     x = SegmentFold(name="segment_fold")(x)
-    base = module.BNInception(
-        include_top=False, input_tensor=x, pooling="avg", weights=None, name=f"{backbone}_{modality}"
+    base = module.BUILDER(
+        include_top=False, input_tensor=x, pooling=None, weights=None, name=f"{backbone}_{modality}"
     )
-    x = layers.Dropout(dropout, name="dropout")(base.output)
+    x = stream_pooling(module, base.output)
+    x = layers.Dropout(dropout, name="dropout")(x)
     x = layers.Dense(
         num_classes,
         kernel_initializer=keras.initializers.RandomNormal(stddev=0.001),
@@ -114,8 +117,17 @@ def TSN(
     return model
 
 
+def stream_pooling(module, x, prefix: str = ""):
+    """The backbone's way from its last feature map to a classifier's input:
+    global average pooling (``global_pool``, BN-Inception) or flattening
+    (``flatten``, CaffeNet / VGG16, whose fully connected layers are replaced)."""
+    if module.STREAM_POOLING == "avg":
+        return layers.GlobalAveragePooling2D(name=f"{prefix}global_pool")(x)
+    return layers.Flatten(name=f"{prefix}flatten")(x)
+
+
 def _load_backbone_weights(model, module, path, input_size, channels):
-    reference = module.BNInception(
+    reference = module.BUILDER(
         include_top=False, input_shape=(input_size, input_size, channels), weights=path
     )
     for layer in reference.layers:

@@ -245,9 +245,13 @@ def BNInception(
     Args:
         include_top: add global average pooling and a ``classes``-way
             ``Dense`` named ``predictions``.
-        weights: ``None`` (random initialisation) or the path of a
-            ``.weights.h5`` file saved from a model built with the same
-            arguments.
+        weights: ``None`` (random initialisation), ``"imagenet"`` (a file
+            converted from TSN's ImageNet checkpoint, looked up in
+            ``$KGT_WEIGHTS_DIR`` or ``~/.keras/models``; see
+            :mod:`keras_gated_tsn.backbones.weights`) or the path of a
+            weights file saved from a model built with the same arguments.
+            A 3-channel file given to a model with another channel count is
+            loaded with TSN's cross-modality initialisation of ``conv1``.
         input_tensor: optional tensor to build on (keras.applications style);
             the model's inputs are then that tensor's source inputs, and the
             backbone's layers join that graph.
@@ -266,16 +270,17 @@ def BNInception(
 
     Raises:
         ValueError: for a bad ``pooling``, ``classes``, ``input_shape`` or
-            ``weights`` value (the message quotes it).
+            ``weights`` value (the message quotes it), or a weights file that
+            does not fit.
+        FileNotFoundError: for registered weights that are not on disk (the
+            message says which file to make and where to put it).
     """
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"pooling must be None, 'avg' or 'max', got {pooling!r}")
     if include_top and (not isinstance(classes, int) or classes < 1):
         raise ValueError(f"classes must be a positive int with include_top=True, got {classes!r}")
-    if weights is not None and not (isinstance(weights, (str, os.PathLike)) and os.path.exists(weights)):
-        raise ValueError(
-            f"weights must be None or the path of an existing .weights.h5 file, got {weights!r}"
-        )
+    if weights is not None and not isinstance(weights, (str, os.PathLike)):
+        raise ValueError(f"weights must be None, 'imagenet' or a file path, got {weights!r}")
     height, width, channels = _validate_input_shape(input_shape, input_tensor)
 
     if input_tensor is None:
@@ -295,7 +300,12 @@ def BNInception(
         x = layers.GlobalMaxPooling2D(name="global_max_pool")(x)
     model = keras.Model(inputs, x, name=name)
     if weights is not None:
-        model.load_weights(weights)
+        from keras_gated_tsn.backbones import weights as weights_lib
+
+        weights_lib.load_into(model, "bn_inception", weights, dict(
+            include_top=include_top, input_shape=input_shape, pooling=pooling, classes=classes,
+            classifier_activation=classifier_activation, name=name,
+        ))
     return model
 
 

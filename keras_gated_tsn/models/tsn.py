@@ -10,6 +10,7 @@ import numpy as np
 from keras import layers
 
 from keras_gated_tsn.backbones import get_backbone_module
+from keras_gated_tsn.backbones.weights import copy_weights_by_name, cross_modality_kernel  # noqa: F401
 from keras_gated_tsn.layers import ModalityPreprocessing, SegmentConsensus, SegmentFold
 from keras_gated_tsn.layers.preprocessing import MODALITIES
 
@@ -61,9 +62,10 @@ def TSN(
         partial_bn: freeze every BN layer but the first (TSN's partial BN:
             ``trainable=False`` runs them in inference mode and freezes their
             scale and shift). Undo with :func:`set_partial_bn`.
-        backbone_weights: optional ``.weights.h5`` of the backbone (see
-            :func:`keras_gated_tsn.backbones.BNInception`), built with the
-            same channel count.
+        backbone_weights: backbone weights to start from: a registered name
+            (``"imagenet"``) or a weights file of the backbone (see
+            :mod:`keras_gated_tsn.backbones.weights`). RGB weights given to a
+            flow stream are loaded with TSN's cross-modality initialisation.
         name: model name; default ``tsn_<modality>_<backbone>_k<K>``.
 
     Returns:
@@ -111,7 +113,7 @@ def TSN(
         clip, scores, name=name or f"tsn_{modality}_{backbone}_k{num_segments}"
     )
     if backbone_weights is not None:
-        _load_backbone_weights(model, module, backbone_weights, input_size, channels)
+        _load_backbone_weights(model, module, backbone, backbone_weights, input_size, channels)
     if partial_bn:
         set_partial_bn(model, True)
     return model
@@ -126,13 +128,15 @@ def stream_pooling(module, x, prefix: str = ""):
     return layers.Flatten(name=f"{prefix}flatten")(x)
 
 
-def _load_backbone_weights(model, module, path, input_size, channels):
-    reference = module.BUILDER(
-        include_top=False, input_shape=(input_size, input_size, channels), weights=path
-    )
-    for layer in reference.layers:
-        if layer.weights:
-            model.get_layer(layer.name).set_weights(layer.get_weights())
+def _load_backbone_weights(model, module, backbone, weights, input_size, channels):
+    """Loads backbone weights (a registered name or a file) into the stream's
+    backbone layers, by name (cross-modality for a flow stream given RGB weights)."""
+    from keras_gated_tsn.backbones import weights as weights_lib
+
+    kwargs = dict(include_top=False, input_shape=(input_size, input_size, channels), weights=None)
+    reference = module.BUILDER(**kwargs)
+    weights_lib.load_into(reference, backbone, weights, kwargs)
+    copy_weights_by_name(reference, model)
 
 
 def batch_norm_layers(model: keras.Model):
@@ -148,29 +152,6 @@ def set_partial_bn(model: keras.Model, enabled: bool = True) -> None:
     """
     for index, layer in enumerate(batch_norm_layers(model)):
         layer.trainable = (index == 0) or not enabled
-
-
-def cross_modality_kernel(rgb_kernel: np.ndarray, channels: int) -> np.ndarray:
-    """TSN's cross-modality initialisation of the first convolution.
-
-    Averages an RGB kernel over its colour channels and replicates the mean
-    to ``channels`` input channels (TSN, Sec. 3.2).
-
-    Args:
-        rgb_kernel: ``(kh, kw, 3, filters)`` float kernel (Keras layout).
-        channels: input channels of the new kernel (flow: 2L).
-
-    Returns:
-        ``(kh, kw, channels, filters)`` array of the same dtype.
-
-    Raises:
-        ValueError: if ``rgb_kernel`` is not 4-D.
-    """
-    rgb_kernel = np.asarray(rgb_kernel)
-    if rgb_kernel.ndim != 4:
-        raise ValueError(f"expected a (kh, kw, in, out) kernel, got shape {rgb_kernel.shape}")
-    mean = rgb_kernel.mean(axis=2, keepdims=True)
-    return np.repeat(mean, channels, axis=2).astype(rgb_kernel.dtype)
 
 
 def init_from_rgb(target: keras.Model, rgb_model: keras.Model, include_classifier: bool = False) -> None:
@@ -190,21 +171,4 @@ def init_from_rgb(target: keras.Model, rgb_model: keras.Model, include_classifie
         ValueError: naming the layer and both shapes when weights cannot be
             matched.
     """
-    source = {layer.name: layer for layer in rgb_model.layers}
-    for layer in target.layers:
-        if not layer.weights or layer.name not in source:
-            continue
-        if layer.name == CLASSIFIER and not include_classifier:
-            continue
-        new = []
-        for mine, theirs in zip(layer.get_weights(), source[layer.name].get_weights()):
-            if mine.shape == theirs.shape:
-                new.append(theirs)
-            elif mine.ndim == 4 and mine.shape[:2] == theirs.shape[:2] and mine.shape[3] == theirs.shape[3]:
-                new.append(cross_modality_kernel(theirs, mine.shape[2]))
-            else:
-                raise ValueError(
-                    f"layer {layer.name!r}: cannot initialise weight of shape {mine.shape} "
-                    f"from shape {theirs.shape}"
-                )
-        layer.set_weights(new)
+    copy_weights_by_name(rgb_model, target, skip=() if include_classifier else (CLASSIFIER,))

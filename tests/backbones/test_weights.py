@@ -1,0 +1,65 @@
+"""Backbone weights: registered names, files, cross-modality loading, clear errors."""
+
+import numpy as np
+import pytest
+
+from keras_gated_tsn.backbones import BNInception
+from keras_gated_tsn.backbones import weights as weights_lib
+from keras_gated_tsn.models import TSN
+
+SHAPE = (64, 64, 3)
+
+
+@pytest.fixture()
+def weights_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("KGT_WEIGHTS_DIR", str(tmp_path))
+    return tmp_path
+
+
+def test_missing_registered_file_says_what_to_do(weights_dir):
+    with pytest.raises(FileNotFoundError) as error:
+        BNInception(include_top=False, input_shape=SHAPE, weights="imagenet")
+    message = str(error.value)
+    assert "convert-weights" in message and str(weights_dir / "bn_inception_imagenet.weights.h5") in message
+
+
+def test_unknown_name(weights_dir):
+    with pytest.raises(ValueError, match="'imagenet'"):
+        BNInception(include_top=False, input_shape=SHAPE, weights="kinetics")
+
+
+def test_registered_file_loads_and_fills_a_flow_backbone(weights_dir):
+    rgb = BNInception(include_top=False, input_shape=SHAPE)
+    rgb.save_weights(str(weights_dir / "bn_inception_imagenet.weights.h5"))
+    loaded = BNInception(include_top=False, input_shape=SHAPE, weights="imagenet")
+    for a, b in zip(rgb.get_weights(), loaded.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    flow = BNInception(include_top=False, input_shape=SHAPE[:2] + (10,), weights="imagenet")
+    kernel = rgb.get_layer("conv1_7x7_s2").kernel.numpy()
+    np.testing.assert_allclose(
+        flow.get_layer("conv1_7x7_s2").kernel.numpy(), np.repeat(kernel.mean(2, keepdims=True), 10, 2), rtol=1e-6
+    )
+    np.testing.assert_array_equal(
+        flow.get_layer("inception_5b_1x1").kernel.numpy(), rgb.get_layer("inception_5b_1x1").kernel.numpy()
+    )
+
+
+def test_stream_from_backbone_file(tmp_path):
+    rgb = BNInception(include_top=False, input_shape=SHAPE)
+    path = str(tmp_path / "rgb.weights.h5")
+    rgb.save_weights(path)
+    stream = TSN("bn_inception", "flow", num_classes=4, input_size=SHAPE[0], backbone_weights=path)
+    np.testing.assert_array_equal(
+        stream.get_layer("inception_4e_3x3").kernel.numpy(), rgb.get_layer("inception_4e_3x3").kernel.numpy()
+    )
+    assert stream.get_layer("conv1_7x7_s2").kernel.shape == (7, 7, 10, 64)
+
+
+def test_file_that_does_not_fit_names_file_layer_and_shapes(tmp_path):
+    top = BNInception(include_top=True, classes=5, input_shape=SHAPE)
+    path = str(tmp_path / "top5.weights.h5")
+    top.save_weights(path)
+    with pytest.raises(ValueError) as error:
+        BNInception(include_top=True, classes=7, input_shape=SHAPE, weights=path)
+    message = str(error.value)
+    assert path in message and "predictions" in message and "(1024, 7)" in message

@@ -40,6 +40,30 @@ def _banner(step: int, total: int, text: str) -> None:
     print(f"\n[{step}/{total}] {text}", flush=True)
 
 
+def prepare_sample_dataset(out_dir: str, frames_per_clip: int, frame_size):
+    """Cuts the embedded clips into sub-clips and prepares them (DIS flow) with
+    the sample train/val/test lists, under ``out_dir/videos`` and ``out_dir/dataset``.
+
+    Returns:
+        ``(data_dir, report)``; ``data_dir`` is None when a clip failed (the
+        report says which).
+    """
+    from keras_gated_tsn.data.prepare import prepare_dataset
+    from keras_gated_tsn.datasets import build_sample_videos, sample_split
+
+    videos = build_sample_videos(os.path.join(out_dir, "videos"), frames_per_clip=frames_per_clip)
+    data_dir = os.path.join(out_dir, "dataset")
+    report = prepare_dataset(videos, data_dir, flow="dis", size=tuple(frame_size))
+    print(report.summary())
+    if not report.ok:
+        return None, report
+    split = sample_split(report.records)
+    for name, records in split.items():
+        write_list_file(os.path.join(data_dir, f"{name}.txt"), records)
+    print(", ".join(f"{name}: {len(records)} sub-clips" for name, records in split.items()))
+    return data_dir, report
+
+
 def run_demo(out_dir: str, *, seed: int = 0, **overrides) -> int:
     """Runs the demo into ``out_dir`` and prints the fusion table.
 
@@ -61,23 +85,12 @@ def run_demo(out_dir: str, *, seed: int = 0, **overrides) -> int:
     out_dir = os.path.abspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     start = time.time()
-    total = 8
+    total = 7
 
-    from keras_gated_tsn.datasets import build_sample_videos, sample_split
-    from keras_gated_tsn.data.prepare import prepare_dataset
-
-    _banner(1, total, "cutting the six sample clips into sub-clips")
-    videos = build_sample_videos(os.path.join(out_dir, "videos"), frames_per_clip=settings["frames_per_clip"])
-    _banner(2, total, "gated-tsn prepare: frames and DIS optical flow")
-    data_dir = os.path.join(out_dir, "dataset")
-    report = prepare_dataset(videos, data_dir, flow="dis", size=tuple(settings["frame_size"]))
-    print(report.summary())
-    if not report.ok:
+    _banner(1, total, "cutting the six sample clips into sub-clips; gated-tsn prepare: frames and DIS flow")
+    data_dir, report = prepare_sample_dataset(out_dir, settings["frames_per_clip"], settings["frame_size"])
+    if data_dir is None:
         return 1
-    split = sample_split(report.records)
-    for name, records in split.items():
-        write_list_file(os.path.join(data_dir, f"{name}.txt"), records)
-    print(", ".join(f"{name}: {len(records)} sub-clips" for name, records in split.items()))
 
     from keras_gated_tsn.training import StageConfig, run_stage
 
@@ -99,7 +112,7 @@ def run_demo(out_dir: str, *, seed: int = 0, **overrides) -> int:
         ("joint", "stage 3: fusion weights + gating classifier (lambda = 1)",
          {"resume": paths["gate"]}),
     ]
-    for step, (stage, text, extra) in enumerate(stages, start=3):
+    for step, (stage, text, extra) in enumerate(stages, start=2):
         _banner(step, total, f"gated-tsn train --stage {stage}: {text}")
         config = dataclasses.replace(
             base, stage=stage, out=paths[stage], batch_size=settings["batch_size"], **extra
@@ -111,7 +124,7 @@ def run_demo(out_dir: str, *, seed: int = 0, **overrides) -> int:
     from keras_gated_tsn.data.lists import read_class_names
     from keras_gated_tsn.training import load_model
 
-    _banner(7, total, f"gated-tsn evaluate: {settings['test_frames']} frames x {settings['test_crops']} crops per video")
+    _banner(6, total, f"gated-tsn evaluate: {settings['test_frames']} frames x {settings['test_crops']} crops per video")
     class_names = read_class_names(os.path.join(data_dir, "classes.txt"))
     gated = load_model(paths["joint"])
     scores_dir = os.path.join(out_dir, "scores")
@@ -127,7 +140,7 @@ def run_demo(out_dir: str, *, seed: int = 0, **overrides) -> int:
     from keras_gated_tsn import fusion
     from keras_gated_tsn.evaluation.scores import load_scores
 
-    _banner(8, total, "gated-tsn fuse: fixed, weighted, SCI and gated fusion on the test sub-clips")
+    _banner(7, total, "gated-tsn fuse: fixed, weighted, SCI and gated fusion on the test sub-clips")
     rows = fusion.fusion_table(load_scores(score_paths["test"]), load_scores(score_paths["val"]))
     prefix = os.path.join(out_dir, "fusion_table")
     fusion.write_csv(prefix + ".csv", rows)

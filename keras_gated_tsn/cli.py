@@ -15,6 +15,7 @@ from typing import List, Optional
 from keras_gated_tsn import __version__
 from keras_gated_tsn.data.prepare import add_prepare_parser
 from keras_gated_tsn.fusion import add_fuse_parser
+from keras_gated_tsn.weights.convert import add_convert_parser
 
 DESCRIPTION = """\
 Gated two-stream action recognition (Zhu, Zou & Zhu, "Learning Gating ConvNet
@@ -31,6 +32,7 @@ The method, end to end:
   gated-tsn fuse test.npz --val-scores val.npz    fixed / weighted / SCI / gated table
 
 Or all of it on the embedded sample clips: gated-tsn demo
+Pretrained Caffe / PyTorch checkpoints: gated-tsn convert-weights SRC DST --arch ...
 """
 
 
@@ -75,8 +77,9 @@ OUT_log.csv.""",
     parser.add_argument("--weight-decay", type=float, default=5e-4)
     parser.add_argument("--seed", type=int, help="seed for data order, sampling and augmentation")
     stream = parser.add_argument_group("streams (--stage rgb / flow)")
-    stream.add_argument("--backbone", default="bn_inception", choices=("bn_inception",))
-    stream.add_argument("--backbone-weights", help="backbone .weights.h5 to start from")
+    stream.add_argument("--backbone", default="bn_inception", choices=("bn_inception", "caffenet", "vgg16"))
+    stream.add_argument("--backbone-weights", help="'imagenet' or a backbone weights file to start from "
+                        "(see weights/README.md)")
     stream.add_argument("--init-from", help="RGB .keras model to initialise from (cross-modality for flow)")
     stream.add_argument("--no-partial-bn", action="store_true", help="train every BN layer")
     stream.add_argument("--dropout", type=float, help="default 0.8 (rgb) / 0.7 (flow)")
@@ -84,7 +87,8 @@ OUT_log.csv.""",
     gate.add_argument("--rgb", help="trained RGB stream .keras (stage gate)")
     gate.add_argument("--flow", help="trained flow stream .keras (stage gate)")
     gate.add_argument("--resume", help="stage-2 gate .keras to continue (stage joint)")
-    gate.add_argument("--fusion-layer", default="inception_4e_output")
+    gate.add_argument("--fusion-layer", help="feature layer to fuse (default: the backbone's, "
+                      "inception_4e_output / conv4 / block5_conv2)")
     gate.add_argument("--feature-fusion", default="conv", choices=("conv", "concat"))
     gate.add_argument("--gate-activation", default="relu", choices=("relu", "softmax"))
     gate.add_argument("--gate-dropout", type=float, default=0.8)
@@ -271,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate_parser(subparsers)
     add_fuse_parser(subparsers)
     _add_demo_parser(subparsers)
+    add_convert_parser(subparsers)
     return parser
 
 

@@ -203,7 +203,7 @@ class StageConfig:
     init_from: Optional[str] = None
     rgb: Optional[str] = None
     flow: Optional[str] = None
-    fusion_layer: str = "inception_4e_output"
+    fusion_layer: Optional[str] = None
     feature_fusion: str = "conv"
     gate_activation: str = "relu"
     gate_dropout: float = 0.8

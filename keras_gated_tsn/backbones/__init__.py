@@ -10,7 +10,7 @@ Every backbone module (``bn_inception``, ``caffenet``, ``vgg16``) exports:
   stages after ``after`` (how the gating ConvNet gets "the layers after the
   fusion layer");
 * ``DEFAULT_FUSION_LAYER`` (the paper's choice), ``DEFAULT_INPUT_SIZE``,
-  ``MIN_INPUT_SIZE``, ``STREAM_POOLING`` (``"avg"``: global average pooling
+  ``MIN_INPUT_SIZE``, ``STREAM_DROPOUT`` (per modality), ``STREAM_POOLING`` (``"avg"``: global average pooling
   before a stream's classifier; ``"flatten"``: the last pooled map flattened,
   as the fully connected layers it replaces saw it), ``BGR_MEAN`` (subtracted
   from RGB input in BGR order), ``SIGNATURE_LAYER`` (a layer name only this
@@ -20,6 +20,8 @@ Every backbone module (``bn_inception``, ``caffenet``, ``vgg16``) exports:
 import importlib
 
 from keras_gated_tsn.backbones.bn_inception import BNInception, preprocess_input
+from keras_gated_tsn.backbones.caffenet import CaffeNet
+from keras_gated_tsn.backbones.vgg16 import VGG16
 
 _MODULES = {
     "bn_inception": "keras_gated_tsn.backbones.bn_inception",
@@ -64,4 +66,4 @@ def backbone_of(model) -> str:
     raise ValueError(f"cannot tell the backbone of model {model.name!r}")
 
 
-__all__ = ["BNInception", "preprocess_input", "available_backbones", "backbone_of", "get_backbone_module"]
+__all__ = ["BNInception", "CaffeNet", "VGG16", "preprocess_input", "available_backbones", "backbone_of", "get_backbone_module"]

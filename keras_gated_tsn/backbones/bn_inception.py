@@ -29,6 +29,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import keras
 from keras import layers
 
+from keras_gated_tsn.backbones import weights as weights_lib
 from keras_gated_tsn.layers.preprocessing import (
     CAFFE_BGR_MEAN,
     FLOW_MEAN,
@@ -40,6 +41,8 @@ DEFAULT_INPUT_SIZE = 224
 STREAM_POOLING = "avg"
 BGR_MEAN = CAFFE_BGR_MEAN
 SIGNATURE_LAYER = "inception_3a_output"
+#: TSN's dropout before a stream's classifier, per modality.
+STREAM_DROPOUT = {"rgb": 0.8, "flow": 0.7}
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9
 MIN_INPUT_SIZE = 32
@@ -279,8 +282,7 @@ def BNInception(
         raise ValueError(f"pooling must be None, 'avg' or 'max', got {pooling!r}")
     if include_top and (not isinstance(classes, int) or classes < 1):
         raise ValueError(f"classes must be a positive int with include_top=True, got {classes!r}")
-    if weights is not None and not isinstance(weights, (str, os.PathLike)):
-        raise ValueError(f"weights must be None, 'imagenet' or a file path, got {weights!r}")
+    weights_lib.check_argument(weights)
     height, width, channels = _validate_input_shape(input_shape, input_tensor)
 
     if input_tensor is None:
@@ -300,8 +302,6 @@ def BNInception(
         x = layers.GlobalMaxPooling2D(name="global_max_pool")(x)
     model = keras.Model(inputs, x, name=name)
     if weights is not None:
-        from keras_gated_tsn.backbones import weights as weights_lib
-
         weights_lib.load_into(model, "bn_inception", weights, dict(
             include_top=include_top, input_shape=input_shape, pooling=pooling, classes=classes,
             classifier_activation=classifier_activation, name=name,

@@ -67,6 +67,16 @@ ENTRIES = {
 }
 
 
+def check_argument(weights) -> None:
+    """Up-front check of a builder's ``weights`` argument.
+
+    Raises:
+        ValueError: if ``weights`` is neither None, a name nor a path.
+    """
+    if weights is not None and not isinstance(weights, (str, os.PathLike)):
+        raise ValueError(f"weights must be None, 'imagenet' or a file path, got {weights!r}")
+
+
 def weights_dir() -> str:
     """Where registered weights files live: ``$KGT_WEIGHTS_DIR`` or ``~/.keras/models``."""
     return os.environ.get("KGT_WEIGHTS_DIR") or os.path.join(os.path.expanduser("~"), ".keras", "models")

@@ -6,7 +6,10 @@ returns all constructor arguments from ``get_config()`` and computes with
 """
 
 from keras_gated_tsn.layers.fusion import GatedFusion
+from keras_gated_tsn.layers.lrn import LocalResponseNormalization
 from keras_gated_tsn.layers.preprocessing import ModalityPreprocessing
 from keras_gated_tsn.layers.segments import SegmentConsensus, SegmentFold
 
-__all__ = ["GatedFusion", "ModalityPreprocessing", "SegmentConsensus", "SegmentFold"]
+__all__ = [
+    "GatedFusion", "LocalResponseNormalization", "ModalityPreprocessing", "SegmentConsensus", "SegmentFold",
+]

@@ -84,7 +84,10 @@ def GatedTSN(
             ConvNet (the paper initialises it from ImageNet, the streams'
             starting point; the RGB stream is the closest thing at hand). With
             concatenation fusion, the first layers' kernels are the RGB
-            kernel halved for each of the two stacked inputs.
+            kernel halved for each of the two stacked inputs (for a grouped
+            convolution, CaffeNet's ``conv5``, the two groups then see the
+            flow and the RGB maps separately, so this is only a starting
+            point, not an average of the two).
         name: model name.
 
     Returns:

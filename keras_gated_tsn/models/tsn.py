@@ -14,8 +14,6 @@ from keras_gated_tsn.backbones.weights import copy_weights_by_name, cross_modali
 from keras_gated_tsn.layers import ModalityPreprocessing, SegmentConsensus, SegmentFold
 from keras_gated_tsn.layers.preprocessing import MODALITIES
 
-#: TSN's dropout before the classifier, per modality.
-DEFAULT_DROPOUT = {"rgb": 0.8, "flow": 0.7}
 #: Name of the new classifier (Caffe ``fc-action``).
 CLASSIFIER = "fc-action"
 
@@ -57,8 +55,9 @@ def TSN(
         input_size: S, the crop size (224 in the papers; at least the
             backbone's ``MIN_INPUT_SIZE``).
         new_length: L, stacked flow frames per snippet (TSN: 5).
-        dropout: ratio before the classifier; default 0.8 for RGB, 0.7 for
-            flow (TSN).
+        dropout: ratio before the classifier; default the backbone's
+            ``STREAM_DROPOUT``: 0.8 RGB / 0.7 flow for BN-Inception (TSN),
+            0.8 for both with CaffeNet and VGG16 (gated TSN paper, Sec. IV-B).
         partial_bn: freeze every BN layer but the first (TSN's partial BN:
             ``trainable=False`` runs them in inference mode and freezes their
             scale and shift). Undo with :func:`set_partial_bn`.
@@ -89,7 +88,7 @@ def TSN(
         if not isinstance(value, (int, np.integer)) or value < low:
             raise ValueError(f"{arg} must be an int >= {low}, got {value!r}")
     if dropout is None:
-        dropout = DEFAULT_DROPOUT[modality]
+        dropout = module.STREAM_DROPOUT[modality]
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
     channels = 3 if modality == "rgb" else 2 * new_length

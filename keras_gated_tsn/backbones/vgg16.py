@@ -1,0 +1,246 @@
+"""VGG16 (Simonyan & Zisserman, ICLR 2015) with keras.applications' layer names.
+
+Thirteen 3x3 convolutions (stride 1, ``"same"`` padding, ReLU fused in) in five
+blocks, each closed by a 2x2/2 max pool: ``block1_conv1`` ... ``block5_conv3``,
+``block1_pool`` ... ``block5_pool``; the top is ``flatten`` → ``fc1`` →
+``fc2`` → ``predictions``. The layers, their order and their types are those
+of ``keras.applications.VGG16``, so a weights file written by it (including
+its ImageNet files) loads unchanged. The gated TSN paper (Sec. IV-B,
+Table III) uses VGG16 as one of its "different network architectures".
+
+The ImageNet weights of keras.applications expect its ``"caffe"``
+preprocessing: BGR order minus ``[103.939, 116.779, 123.68]``
+(:data:`BGR_MEAN`, :func:`preprocess_input`).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, Optional, Sequence, Tuple
+
+import keras
+import numpy as np
+from keras import layers
+
+from keras_gated_tsn.backbones import weights as weights_lib
+
+from keras_gated_tsn.layers.preprocessing import ModalityPreprocessing
+
+#: The paper's fusion layer for VGG16: "the layers before the last
+#: convolutional layers" (gated TSN paper, Sec. IV-B), i.e. block5_conv2.
+DEFAULT_FUSION_LAYER = "block5_conv2"
+DEFAULT_INPUT_SIZE = 224
+#: The smallest input side that builds (``block5_pool`` is then 1x1).
+MIN_INPUT_SIZE = 32
+#: The paper removes the fully connected layers and puts dropout and a new
+#: classifier on the flattened ``block5_pool``, which is what ``fc1`` saw.
+STREAM_POOLING = "flatten"
+#: The paper (Sec. IV-B): fully connected layers removed, dropout 0.8 after
+#: the last conv block, for both streams.
+STREAM_DROPOUT = {"rgb": 0.8, "flow": 0.8}
+#: keras.applications' ImageNet mean (``"caffe"`` mode), B, G, R, pixel units 0-255.
+BGR_MEAN = (103.939, 116.779, 123.68)
+SIGNATURE_LAYER = "block5_conv3"
+
+#: Blocks: (filters, convolutions).
+BLOCKS: Tuple[Tuple[int, int], ...] = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
+
+
+def _feature_layers() -> Dict[str, Tuple[int, int]]:
+    features = {}
+    for block, (filters, convs) in enumerate(BLOCKS, start=1):
+        for conv in range(1, convs + 1):
+            features[f"block{block}_conv{conv}"] = (filters, 2 ** (block - 1))
+        features[f"block{block}_pool"] = (filters, 2**block)
+    return features
+
+
+#: Feature layers a gating ConvNet can start from: name -> (channels, stride
+#: relative to the input). Exact: the side is ``input // stride`` (the pools
+#: round down, as keras.applications' ``"valid"`` pooling does).
+FEATURE_LAYERS: Dict[str, Tuple[int, int]] = _feature_layers()
+
+#: Stages in order: every convolution (with its ReLU) and every pool.
+STAGES: Tuple[str, ...] = tuple(FEATURE_LAYERS)
+
+
+def _run_stage(x, stage: str, prefix: str = ""):
+    block = int(stage[len("block")])
+    if stage.endswith("_pool"):
+        return layers.MaxPooling2D((2, 2), strides=(2, 2), name=f"{prefix}{stage}")(x)
+    return layers.Conv2D(
+        BLOCKS[block - 1][0], (3, 3), activation="relu", padding="same", name=f"{prefix}{stage}"
+    )(x)
+
+
+def build_tail(x, after: str, *, prefix: str = "", bn_training: Optional[bool] = None):
+    """Applies the VGG16 stages that follow the feature layer ``after``.
+
+    This is how the gating ConvNet gets "the layers after the input fusion
+    layer" (gated TSN paper, Sec. III-B, IV-B): after ``block5_conv2`` it runs
+    ``block5_conv3`` and ``block5_pool``. Layer names are the backbone's with
+    ``prefix`` in front (``gating_block5_conv3``).
+
+    Args:
+        x: a 4-D feature map ``(N, h, w, c)`` float; c may differ from the
+            backbone's (concatenation fusion doubles it).
+        after: a key of :data:`FEATURE_LAYERS`.
+        prefix: prepended to every layer name.
+        bn_training: accepted for the module protocol and ignored (VGG16 has
+            no BN).
+
+    Returns:
+        The output of ``block5_pool`` (``(N, h', w', 512)``), or ``x`` itself
+        when ``after`` is ``block5_pool``.
+
+    Raises:
+        ValueError: if ``after`` is not a feature layer.
+    """
+    del bn_training  # no BN in VGG16
+    if after not in FEATURE_LAYERS:
+        raise ValueError(f"unknown VGG16 feature layer {after!r}; valid: {list(FEATURE_LAYERS)}")
+    for stage in STAGES[STAGES.index(after) + 1 :]:
+        x = _run_stage(x, stage, prefix)
+    return x
+
+
+def _validate_input_shape(input_shape, input_tensor, include_top: bool):
+    if input_tensor is not None:
+        shape = tuple(input_tensor.shape[1:])
+    elif input_shape is not None:
+        shape = tuple(input_shape)
+    else:
+        shape = (DEFAULT_INPUT_SIZE, DEFAULT_INPUT_SIZE, 3)
+    if len(shape) != 3:
+        raise ValueError(f"input_shape must be (height, width, channels), got {shape}")
+    height, width, channels = shape
+    for size in (height, width):
+        if size is not None and size < MIN_INPUT_SIZE:
+            raise ValueError(
+                f"VGG16 needs inputs of at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE}, got {shape}"
+            )
+    if channels is None or channels < 1:
+        raise ValueError(f"the channel axis must be known and positive, got {shape}")
+    if include_top and (height is None or width is None):
+        raise ValueError(
+            f"include_top=True flattens block5_pool and needs a fixed height and width, got {shape}"
+        )
+    return height, width, channels
+
+
+def VGG16(
+    include_top: bool = True,
+    weights: Optional[str] = None,
+    input_tensor=None,
+    input_shape: Optional[Sequence[Optional[int]]] = None,
+    pooling: Optional[str] = None,
+    classes: int = 1000,
+    classifier_activation: Optional[str] = "softmax",
+    name: str = "vgg16",
+) -> keras.Model:
+    """VGG16 (configuration D) with the keras.applications signature and names.
+
+    Input: preprocessed images ``(N, H, W, C)`` float (see
+    :func:`preprocess_input`): BGR minus ``[103.939, 116.779, 123.68]`` for
+    RGB, or uint8-encoded flow minus 128 with C = 2L channels (TSN: L=5,
+    C=10). Any H, W >= 32 and any channel count build; ``block5_pool`` is
+    ``(N, 7, 7, 512)`` for 224x224 input. Without the top the network has
+    14,714,688 parameters for RGB input (138,357,544 with the 1000-class top).
+
+    The model has the layers of ``keras.applications.VGG16`` in the same
+    order, so ``weights`` may be a file written by it
+    (``keras.applications.VGG16(...).save_weights(path)``, same
+    ``include_top``).
+
+    Source: Simonyan & Zisserman, "Very Deep Convolutional Networks for
+    Large-Scale Image Recognition", ICLR 2015 (Table 1, configuration D).
+
+    Args:
+        include_top: add ``flatten`` → ``fc1`` (4096, ReLU) → ``fc2`` (4096,
+            ReLU) → ``predictions`` (``classes``), as keras.applications (no
+            dropout layers). Needs a fixed H and W.
+        weights: ``None`` (random initialisation) or the path of a
+            ``.weights.h5`` file saved from a model built with the same
+            ``include_top`` and channel count (by this builder or by
+            ``keras.applications.VGG16``).
+        input_tensor: optional tensor to build on (keras.applications style);
+            the model's inputs are then that tensor's source inputs, and the
+            backbone's layers join that graph. With ``weights``, the layers
+            upstream of it must have no weights (as in keras.applications).
+        input_shape: ``(H, W, C)``; default ``(224, 224, 3)``. H and W may be
+            ``None`` without the top.
+        pooling: with ``include_top=False``: ``None`` (4-D output of
+            ``block5_pool``), ``"avg"`` (global average pooling, layer
+            ``global_pool``) or ``"max"`` (``global_max_pool``).
+        classes: width of ``predictions`` with ``include_top``.
+        classifier_activation: activation of ``predictions`` (``None`` for
+            logits).
+        name: model name.
+
+    Returns:
+        A ``keras.Model`` with float output: ``(N, classes)`` with the top,
+        ``(N, h, w, 512)`` (non-negative) or ``(N, 512)`` without.
+
+    Raises:
+        ValueError: for a bad ``pooling``, ``classes``, ``input_shape`` or
+            ``weights`` value (the message quotes it); for ``include_top``
+            with an unknown H or W.
+    """
+    if pooling not in (None, "avg", "max"):
+        raise ValueError(f"pooling must be None, 'avg' or 'max', got {pooling!r}")
+    if include_top and (isinstance(classes, bool) or not isinstance(classes, int) or classes < 1):
+        raise ValueError(f"classes must be a positive int with include_top=True, got {classes!r}")
+    weights_lib.check_argument(weights)
+    height, width, channels = _validate_input_shape(input_shape, input_tensor, include_top)
+
+    if input_tensor is None:
+        inputs = keras.Input(shape=(height, width, channels), name="input")
+        x = inputs
+    else:
+        inputs = keras.utils.get_source_inputs(input_tensor)
+        x = input_tensor
+    for stage in STAGES:
+        x = _run_stage(x, stage)
+    if include_top:
+        x = layers.Flatten(name="flatten")(x)
+        x = layers.Dense(4096, activation="relu", name="fc1")(x)
+        x = layers.Dense(4096, activation="relu", name="fc2")(x)
+        x = layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
+    elif pooling == "avg":
+        x = layers.GlobalAveragePooling2D(name="global_pool")(x)
+    elif pooling == "max":
+        x = layers.GlobalMaxPooling2D(name="global_max_pool")(x)
+    model = keras.Model(inputs, x, name=name)
+    if weights is not None:
+        weights_lib.load_into(model, "vgg16", weights, dict(
+            include_top=include_top, input_shape=input_shape, pooling=pooling, classes=classes,
+            classifier_activation=classifier_activation, name=name,
+        ))
+    return model
+
+
+def preprocess_input(x, modality: str = "rgb"):
+    """Raw 0-255 pixels → VGG16 input (NumPy or tensor, channels last).
+
+    ``"rgb"``: RGB → BGR minus :data:`BGR_MEAN` ``[103.939, 116.779,
+    123.68]`` (keras.applications' ``"caffe"`` mode, what its VGG16 ImageNet
+    weights expect); ``"flow"``: uint8-encoded flow (128 = no motion) minus
+    128, any channel count. Computed by
+    :class:`~keras_gated_tsn.layers.ModalityPreprocessing` (the first layer
+    of the stream models). Returns float32; a NumPy array for NumPy input,
+    a tensor otherwise.
+
+    Raises:
+        ValueError: for another modality or RGB input without 3 channels.
+    """
+    out = ModalityPreprocessing(modality, bgr_mean=BGR_MEAN)(x)
+    return keras.ops.convert_to_numpy(out) if isinstance(x, np.ndarray) else out
+
+
+BUILDER = VGG16
+
+__all__ = [
+    "VGG16", "BUILDER", "FEATURE_LAYERS", "STAGES", "build_tail", "preprocess_input",
+    "DEFAULT_FUSION_LAYER", "DEFAULT_INPUT_SIZE", "MIN_INPUT_SIZE", "STREAM_POOLING", "BGR_MEAN",
+    "SIGNATURE_LAYER",
+]

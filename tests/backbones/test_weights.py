@@ -63,3 +63,25 @@ def test_file_that_does_not_fit_names_file_layer_and_shapes(tmp_path):
         BNInception(include_top=True, classes=7, input_shape=SHAPE, weights=path)
     message = str(error.value)
     assert path in message and "predictions" in message and "(1024, 7)" in message
+
+
+def test_vgg16_imagenet_file_in_keras_applications_format(weights_dir):
+    """The registered VGG16 file is keras.applications' legacy .h5: it loads unchanged,
+    and into a flow VGG16 through the cross-modality first conv."""
+    import h5py
+    import keras
+    from keras.src.legacy.saving import legacy_h5_format
+
+    from keras_gated_tsn.backbones import VGG16
+
+    reference = keras.applications.VGG16(weights=None, include_top=False, input_shape=(32, 32, 3))
+    with h5py.File(weights_dir / "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5", "w") as handle:
+        legacy_h5_format.save_weights_to_hdf5_group(handle, reference)
+    rgb = VGG16(include_top=False, weights="imagenet", input_shape=(32, 32, 3))
+    for a, b in zip(reference.get_weights(), rgb.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    flow = VGG16(include_top=False, weights="imagenet", input_shape=(32, 32, 10))
+    kernel = reference.get_layer("block1_conv1").kernel.numpy()
+    np.testing.assert_allclose(
+        flow.get_layer("block1_conv1").kernel.numpy(), np.repeat(kernel.mean(2, keepdims=True), 10, 2), rtol=1e-6
+    )

@@ -11,8 +11,8 @@ method) as markdown and writes it as CSV.
 
     python examples/compare_backbones.py --smoke
         the embedded sample clips, small inputs, one epoch per stage
-        (a smoke run that every row builds, trains and evaluates; about 25
-        minutes on 2 CPU cores)
+        (a smoke run that every row builds, trains and evaluates; 5 minutes
+        on 2 CPU cores)
 
     python examples/compare_backbones.py --data ucf101/ --out table3/ \\
         --backbone-weights imagenet

@@ -1,24 +1,52 @@
 """Atomic file writes: a temporary file beside the destination, then a rename.
 
-Every file this package writes for a user (list files, score files, tables)
-goes through :func:`atomic_write`, so an interrupted run never leaves a
+Every file this package writes for a user (list files, score files, tables,
+models, converted weights) goes through :func:`atomic_write` or
+:func:`atomic_path`, so an interrupted run never leaves a
 half-written file where a complete one is expected.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import tempfile
-from typing import Callable, IO
+from typing import IO, Callable, Iterator
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[str]:
+    """Yields a temporary path beside ``path``; renames it over ``path`` on success.
+
+    For writers that want a file name (``model.save``, ``save_weights``):
+    ``suffix`` keeps the extension they insist on. The temporary file is in
+    the destination folder (same file system, so ``os.replace`` is atomic),
+    gets the permissions a plain ``open`` would give, and is removed if the
+    block raises.
+
+    Raises:
+        OSError: the folder does not exist or is not writable; anything the
+            block raises is re-raised after the temporary file is removed.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=suffix, dir=folder)
+    os.close(fd)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o666 & ~_process_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO], object], binary: bool = False) -> None:
     """Calls ``write(handle)`` on a temporary file beside ``path``, then renames it over ``path``.
-
-    The temporary file lives in the destination folder (same file system, so
-    ``os.replace`` is atomic), gets the permissions a plain ``open`` would
-    give, and is removed if ``write`` raises.
 
     Args:
         path: the destination; its folder must exist.
@@ -30,26 +58,15 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO], object], binary:
         OSError: the folder does not exist or is not writable; anything
             ``write`` raises is re-raised after the temporary file is removed.
     """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    try:
+    with atomic_path(path) as tmp:
         if binary:
-            handle = os.fdopen(fd, "wb")
+            handle = open(tmp, "wb")
         else:
-            handle = os.fdopen(fd, "w", encoding="utf-8", newline="")
+            handle = open(tmp, "w", encoding="utf-8", newline="")
         with handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_process_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 @functools.lru_cache(maxsize=1)

@@ -330,6 +330,7 @@ def run_stage(config: StageConfig):
 
 
 def _save_atomically(model: keras.Model, path: str) -> None:
-    tmp = f"{path[: -len('.keras')]}.tmp{os.getpid()}.keras"
-    model.save(tmp)
-    os.replace(tmp, path)
+    from keras_gated_tsn.atomic import atomic_path
+
+    with atomic_path(path, suffix=".keras") as tmp:
+        model.save(tmp)

@@ -23,18 +23,13 @@ Caffe details reproduced exactly:
 
 from __future__ import annotations
 
-import os
 from typing import Dict, Optional, Sequence, Tuple
 
 import keras
 from keras import layers
 
-from keras_gated_tsn.backbones import weights as weights_lib
-from keras_gated_tsn.layers.preprocessing import (
-    CAFFE_BGR_MEAN,
-    FLOW_MEAN,
-    MODALITIES,
-)
+from keras_gated_tsn.backbones import common
+from keras_gated_tsn.layers.preprocessing import CAFFE_BGR_MEAN
 
 DEFAULT_FUSION_LAYER = "inception_4e_output"
 DEFAULT_INPUT_SIZE = 224
@@ -199,31 +194,10 @@ def build_tail(x, after: str, *, prefix: str = "", bn_training: Optional[bool] =
     Raises:
         ValueError: if ``after`` is not a feature layer.
     """
-    if after not in FEATURE_LAYERS:
-        raise ValueError(f"unknown BN-Inception feature layer {after!r}; valid: {list(FEATURE_LAYERS)}")
-    for stage in STAGES[STAGES.index(after) + 1 :]:
-        x = _run_stage(x, stage, prefix, bn_training)
-    return x
-
-
-def _validate_input_shape(input_shape, input_tensor) -> Tuple[Optional[int], Optional[int], Optional[int]]:
-    if input_tensor is not None:
-        shape = tuple(input_tensor.shape[1:])
-    elif input_shape is not None:
-        shape = tuple(input_shape)
-    else:
-        shape = (224, 224, 3)
-    if len(shape) != 3:
-        raise ValueError(f"input_shape must be (height, width, channels), got {shape}")
-    height, width, channels = shape
-    for size in (height, width):
-        if size is not None and size < MIN_INPUT_SIZE:
-            raise ValueError(
-                f"BN-Inception needs inputs of at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE}, got {shape}"
-            )
-    if channels is None or channels < 1:
-        raise ValueError(f"the channel axis must be known and positive, got {shape}")
-    return height, width, channels
+    return common.run_tail(
+        x, after, arch="BN-Inception", stages=STAGES, feature_layers=FEATURE_LAYERS,
+        run_stage=lambda y, stage: _run_stage(y, stage, prefix, bn_training),
+    )
 
 
 def BNInception(
@@ -278,35 +252,22 @@ def BNInception(
         FileNotFoundError: for registered weights that are not on disk (the
             message says which file to make and where to put it).
     """
-    if pooling not in (None, "avg", "max"):
-        raise ValueError(f"pooling must be None, 'avg' or 'max', got {pooling!r}")
-    if include_top and (not isinstance(classes, int) or classes < 1):
-        raise ValueError(f"classes must be a positive int with include_top=True, got {classes!r}")
-    weights_lib.check_argument(weights)
-    height, width, channels = _validate_input_shape(input_shape, input_tensor)
-
-    if input_tensor is None:
-        inputs = keras.Input(shape=(height, width, channels), name="input")
-        x = inputs
-    else:
-        inputs = keras.utils.get_source_inputs(input_tensor)
-        x = input_tensor
+    common.check_arguments(pooling, include_top, classes, weights)
+    shape = common.input_shape_of(
+        "BN-Inception", input_shape, input_tensor, default_size=DEFAULT_INPUT_SIZE, min_size=MIN_INPUT_SIZE
+    )
+    inputs, x = common.builder_inputs(input_tensor, shape)
     for stage in STAGES:
         x = _run_stage(x, stage)
     if include_top:
         x = layers.GlobalAveragePooling2D(name="global_pool")(x)
         x = layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
-    elif pooling == "avg":
-        x = layers.GlobalAveragePooling2D(name="global_pool")(x)
-    elif pooling == "max":
-        x = layers.GlobalMaxPooling2D(name="global_max_pool")(x)
-    model = keras.Model(inputs, x, name=name)
-    if weights is not None:
-        weights_lib.load_into(model, "bn_inception", weights, dict(
-            include_top=include_top, input_shape=input_shape, pooling=pooling, classes=classes,
-            classifier_activation=classifier_activation, name=name,
-        ))
-    return model
+    else:
+        x = common.global_pooling(x, pooling)
+    return common.finish(inputs, x, name=name, arch="bn_inception", weights=weights, builder_kwargs=dict(
+        include_top=include_top, input_shape=input_shape, pooling=pooling, classes=classes,
+        classifier_activation=classifier_activation, name=name,
+    ))
 
 
 def preprocess_input(x, modality: str = "rgb"):
@@ -314,25 +275,12 @@ def preprocess_input(x, modality: str = "rgb"):
 
     ``"rgb"``: RGB → BGR minus the Caffe mean ``[104, 117, 123]``;
     ``"flow"``: uint8-encoded flow (128 = no motion) minus 128. Returns
-    float32 for integer input.
+    float32: a NumPy array for NumPy input, a tensor otherwise.
 
     Raises:
         ValueError: for another modality or RGB input without 3 channels.
     """
-    import numpy as np
-
-    if modality not in MODALITIES:
-        raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
-    if isinstance(x, np.ndarray):
-        x = x.astype(np.float32) if not np.issubdtype(x.dtype, np.floating) else x
-        if modality == "rgb":
-            if x.shape[-1] != 3:
-                raise ValueError(f"RGB input must have 3 channels, got shape {x.shape}")
-            return x[..., ::-1] - np.asarray(CAFFE_BGR_MEAN, dtype=x.dtype)
-        return x - np.asarray(FLOW_MEAN, dtype=x.dtype)
-    from keras_gated_tsn.layers.preprocessing import ModalityPreprocessing
-
-    return ModalityPreprocessing(modality)(x)
+    return common.preprocess(x, modality, BGR_MEAN)
 
 
 BUILDER = BNInception

@@ -35,13 +35,12 @@ transposed.
 
 from __future__ import annotations
 
-import os
 from typing import Dict, Optional, Sequence, Tuple
 
 import keras
 from keras import layers
 
-from keras_gated_tsn.backbones import weights as weights_lib
+from keras_gated_tsn.backbones import common
 
 from keras_gated_tsn.backbones.bn_inception import _ceil_max_pool, preprocess_input
 from keras_gated_tsn.layers.lrn import LocalResponseNormalization
@@ -141,33 +140,10 @@ def build_tail(x, after: str, *, prefix: str = "", bn_training: Optional[bool] =
         ValueError: if ``after`` is not a feature layer.
     """
     del bn_training  # no BN in CaffeNet
-    if after not in FEATURE_LAYERS:
-        raise ValueError(f"unknown CaffeNet feature layer {after!r}; valid: {list(FEATURE_LAYERS)}")
-    for stage in STAGES[STAGES.index(after) + 1 :]:
-        x = _run_stage(x, stage, prefix)
-    return x
-
-
-def _validate_input_shape(input_shape, input_tensor, include_top: bool):
-    if input_tensor is not None:
-        shape = tuple(input_tensor.shape[1:])
-    elif input_shape is not None:
-        shape = tuple(input_shape)
-    else:
-        shape = (DEFAULT_INPUT_SIZE, DEFAULT_INPUT_SIZE, 3)
-    if len(shape) != 3:
-        raise ValueError(f"input_shape must be (height, width, channels), got {shape}")
-    height, width, channels = shape
-    for size in (height, width):
-        if size is not None and size < MIN_INPUT_SIZE:
-            raise ValueError(
-                f"CaffeNet needs inputs of at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE}, got {shape}"
-            )
-    if channels is None or channels < 1:
-        raise ValueError(f"the channel axis must be known and positive, got {shape}")
-    if include_top and (height is None or width is None):
-        raise ValueError(f"include_top=True flattens pool5 and needs a fixed height and width, got {shape}")
-    return height, width, channels
+    return common.run_tail(
+        x, after, arch="CaffeNet", stages=STAGES, feature_layers=FEATURE_LAYERS,
+        run_stage=lambda y, stage: _run_stage(y, stage, prefix),
+    )
 
 
 def CaffeNet(
@@ -222,19 +198,12 @@ def CaffeNet(
             ``weights`` value (the message quotes it); for ``include_top``
             with an unknown H or W.
     """
-    if pooling not in (None, "avg", "max"):
-        raise ValueError(f"pooling must be None, 'avg' or 'max', got {pooling!r}")
-    if include_top and (isinstance(classes, bool) or not isinstance(classes, int) or classes < 1):
-        raise ValueError(f"classes must be a positive int with include_top=True, got {classes!r}")
-    weights_lib.check_argument(weights)
-    height, width, channels = _validate_input_shape(input_shape, input_tensor, include_top)
-
-    if input_tensor is None:
-        inputs = keras.Input(shape=(height, width, channels), name="input")
-        x = inputs
-    else:
-        inputs = keras.utils.get_source_inputs(input_tensor)
-        x = input_tensor
+    common.check_arguments(pooling, include_top, classes, weights)
+    shape = common.input_shape_of(
+        "CaffeNet", input_shape, input_tensor, default_size=DEFAULT_INPUT_SIZE, min_size=MIN_INPUT_SIZE,
+        fixed_size_reason="include_top=True flattens pool5" if include_top else None,
+    )
+    inputs, x = common.builder_inputs(input_tensor, shape)
     for stage in STAGES:
         x = _run_stage(x, stage)
     if include_top:
@@ -244,17 +213,12 @@ def CaffeNet(
         x = layers.Dense(4096, activation="relu", name="fc7")(x)
         x = layers.Dropout(TOP_DROPOUT, name="drop7")(x)
         x = layers.Dense(classes, activation=classifier_activation, name="fc8")(x)
-    elif pooling == "avg":
-        x = layers.GlobalAveragePooling2D(name="global_pool")(x)
-    elif pooling == "max":
-        x = layers.GlobalMaxPooling2D(name="global_max_pool")(x)
-    model = keras.Model(inputs, x, name=name)
-    if weights is not None:
-        weights_lib.load_into(model, "caffenet", weights, dict(
-            include_top=include_top, input_shape=input_shape, pooling=pooling, classes=classes,
-            classifier_activation=classifier_activation, name=name,
-        ))
-    return model
+    else:
+        x = common.global_pooling(x, pooling)
+    return common.finish(inputs, x, name=name, arch="caffenet", weights=weights, builder_kwargs=dict(
+        include_top=include_top, input_shape=input_shape, pooling=pooling, classes=classes,
+        classifier_activation=classifier_activation, name=name,
+    ))
 
 
 BUILDER = CaffeNet

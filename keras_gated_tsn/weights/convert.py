@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from typing import Iterable, List, Mapping, Optional
 
 #: Backbones a checkpoint can be converted into (``--arch``).
@@ -49,21 +48,10 @@ def _read_sources(src: str, fmt: str, allow_pickle: bool):
 
 
 def _save_weights_atomically(model, dst: str) -> None:
-    folder = os.path.dirname(os.path.abspath(dst))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(dst) + ".", suffix=".weights.h5", dir=folder)
-    os.close(fd)
-    try:
+    from keras_gated_tsn.atomic import atomic_path
+
+    with atomic_path(dst, suffix=".weights.h5") as tmp:
         model.save_weights(tmp)
-        umask = os.umask(0o022)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, dst)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def convert_weights(

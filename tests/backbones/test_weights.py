@@ -85,3 +85,23 @@ def test_vgg16_imagenet_file_in_keras_applications_format(weights_dir):
     np.testing.assert_allclose(
         flow.get_layer("block1_conv1").kernel.numpy(), np.repeat(kernel.mean(2, keepdims=True), 10, 2), rtol=1e-6
     )
+
+
+def test_vgg16_imagenet_without_network_says_which_file_and_where(weights_dir, monkeypatch):
+    import keras
+
+    from keras_gated_tsn.backbones import VGG16
+
+    calls = {}
+
+    def offline_get_file(fname, origin, **kwargs):
+        calls.update(fname=fname, origin=origin, **kwargs)
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(keras.utils, "get_file", offline_get_file)
+    with pytest.raises(FileNotFoundError) as error:
+        VGG16(include_top=False, weights="imagenet", input_shape=(32, 32, 3))
+    message = str(error.value)
+    assert "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5" in message and str(weights_dir) in message
+    assert calls["file_hash"] == "6d6bbae143d832006294945121d1f1fc"  # Keras' published md5
+    assert calls["origin"].endswith("vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5")

@@ -8,6 +8,7 @@ fast.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from typing import List, Optional
@@ -34,6 +35,24 @@ The method, end to end:
 Or all of it on the embedded sample clips: gated-tsn demo
 Pretrained Caffe / PyTorch checkpoints: gated-tsn convert-weights SRC DST --arch ...
 """
+
+
+def _exits_2_on_bad_input(command: str):
+    """Turns the errors bad input raises (ValueError, FileNotFoundError) into
+    ``gated-tsn COMMAND: error: ...`` on stderr and exit status 2."""
+
+    def wrap(run):
+        @functools.wraps(run)
+        def wrapped(args) -> int:
+            try:
+                return run(args)
+            except (ValueError, FileNotFoundError) as error:
+                print(f"gated-tsn {command}: error: {error}", file=sys.stderr)
+                return 2
+
+        return wrapped
+
+    return wrap
 
 
 def _add_train_parser(subparsers) -> argparse.ArgumentParser:
@@ -98,6 +117,7 @@ OUT_log.csv.""",
     return parser
 
 
+@_exits_2_on_bad_input("train")
 def _run_train(args) -> int:
     from keras_gated_tsn.training import StageConfig, run_stage
 
@@ -114,11 +134,7 @@ def _run_train(args) -> int:
         gate_dropout=args.gate_dropout, fusion_initializer=args.fusion_init,
         resume=args.resume, lam=args.lam,
     )
-    try:
-        _, history = run_stage(config)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"gated-tsn train: error: {error}", file=sys.stderr)
-        return 2
+    _, history = run_stage(config)
     epochs = len(history.history.get("loss", []))
     print(f"trained stage {args.stage} for {epochs} epochs; model written to {args.out}")
     return 0
@@ -152,26 +168,23 @@ weights; `gated-tsn fuse` turns it into the accuracy table.""",
     return parser
 
 
+@_exits_2_on_bad_input("evaluate")
 def _run_evaluate(args) -> int:
     from keras_gated_tsn.data.lists import read_class_names
     from keras_gated_tsn.evaluation.protocol import evaluate
     from keras_gated_tsn.evaluation.scores import save_scores
     from keras_gated_tsn.training import load_model
 
-    try:
-        if not (args.model or args.rgb or args.flow):
-            raise ValueError("give --model (gated) or --rgb and/or --flow (streams)")
-        class_names = read_class_names(os.path.join(args.data, "classes.txt"))
-        scores = evaluate(
-            args.list, os.path.join(args.data, "frames"), class_names,
-            gated_model=load_model(args.model) if args.model else None,
-            rgb_model=load_model(args.rgb) if args.rgb else None,
-            flow_model=load_model(args.flow) if args.flow else None,
-            num_frames=args.frames, crops=args.crops, progress=args.progress,
-        )
-    except (ValueError, FileNotFoundError) as error:
-        print(f"gated-tsn evaluate: error: {error}", file=sys.stderr)
-        return 2
+    if not (args.model or args.rgb or args.flow):
+        raise ValueError("give --model (gated) or --rgb and/or --flow (streams)")
+    class_names = read_class_names(os.path.join(args.data, "classes.txt"))
+    scores = evaluate(
+        args.list, os.path.join(args.data, "frames"), class_names,
+        gated_model=load_model(args.model) if args.model else None,
+        rgb_model=load_model(args.rgb) if args.rgb else None,
+        flow_model=load_model(args.flow) if args.flow else None,
+        num_frames=args.frames, crops=args.crops, progress=args.progress,
+    )
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     save_scores(args.out, scores)
     print(f"scored {scores.num_videos} videos x {scores.num_views} views; wrote {args.out}")
@@ -201,20 +214,17 @@ not prepared are counted and reported.""",
     return parser
 
 
+@_exits_2_on_bad_input("split")
 def _run_split(args) -> int:
     from keras_gated_tsn.data.lists import read_class_names, read_list_file, write_list_file
     from keras_gated_tsn.data.splits import load_split, split_records
 
-    try:
-        if not 0.0 <= args.val_fraction < 1.0:
-            raise ValueError(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
-        records = read_list_file(os.path.join(args.data, "all.txt"))
-        class_names = read_class_names(os.path.join(args.data, "classes.txt"))
-        split = load_split(args.splits, args.split)
-        train, test, missing = split_records(records, split, class_names)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"gated-tsn split: error: {error}", file=sys.stderr)
-        return 2
+    if not 0.0 <= args.val_fraction < 1.0:
+        raise ValueError(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
+    records = read_list_file(os.path.join(args.data, "all.txt"))
+    class_names = read_class_names(os.path.join(args.data, "classes.txt"))
+    split = load_split(args.splits, args.split)
+    train, test, missing = split_records(records, split, class_names)
     val = []
     if args.val_fraction > 0:
         by_class = {}

@@ -5,7 +5,8 @@ import pytest
 
 from keras_gated_tsn.backbones import BNInception, bn_inception, preprocess_input
 
-from caffe_reference import caffe_forward  # tests/backbones is on sys.path (pytest prepend mode)
+from caffe_reference import caffe_forward  # noqa: E402
+from randomize import randomize  # tests/backbones is on sys.path (pytest prepend mode)
 
 
 def _count(weights):
@@ -72,32 +73,13 @@ def test_preprocess_input():
         preprocess_input(x, "depth")
 
 
-def _randomize(model, rng):
-    """Non-trivial weights, including BN statistics, so every op matters."""
-    for layer in model.layers:
-        weights = layer.get_weights()
-        if not weights:
-            continue
-        if len(weights) == 4:  # BN: gamma, beta, moving mean, moving variance
-            c = weights[0].shape
-            weights = [
-                rng.uniform(0.5, 1.5, c), rng.normal(0, 0.2, c),
-                rng.normal(0, 0.2, c), rng.uniform(0.5, 2.0, c),
-            ]
-        else:
-            kernel, bias = weights
-            fan_in = np.prod(kernel.shape[:-1])
-            weights = [rng.normal(0, np.sqrt(2.0 / fan_in), kernel.shape), rng.normal(0, 0.1, bias.shape)]
-        layer.set_weights([w.astype("float32") for w in weights])
-
-
 @pytest.mark.parametrize("modality,size", [("rgb", 224), ("flow", 160)])
 def test_matches_caffe_semantics(shared_reference, modality, size):
     """Same weights → same numbers as the authors' deploy prototxt (rel. err. < 1e-3)."""
     channels = 3 if modality == "rgb" else 10
     rng = np.random.default_rng(0)
     model = BNInception(include_top=False, input_shape=(size, size, channels), pooling="avg")
-    _randomize(model, rng)
+    randomize(model, rng)
     params = {}
     for layer in model.layers:
         weights = layer.get_weights()

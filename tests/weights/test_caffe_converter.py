@@ -420,7 +420,7 @@ def test_caffenet_v1_file_with_top(tmp_path):
     """bvlc_reference_caffenet-style file (V1 layers, legacy 4-D blob shapes,
     groups of 2) → CaffeNet with top; the fc layers computed from Keras' pool5
     in Caffe's (c, h, w) flatten order equal the Keras outputs."""
-    caffenet = pytest.importorskip("keras_gated_tsn.backbones.caffenet")
+    from keras_gated_tsn.backbones import caffenet
     rng = np.random.default_rng(10)
     size, classes = 99, 7  # pool5 is 2x2x256 at 99x99: fc6 reads 1024 inputs
     shapes = {
@@ -464,7 +464,7 @@ def test_caffenet_v1_file_with_top(tmp_path):
 def test_vgg16_caffe_file_into_keras_applications_names(tmp_path):
     """VGG_ILSVRC_16_layers-style names (conv1_1 ... conv5_3, fc6-fc8) → the
     VGG16 backbone (block1_conv1 ...); without top, fc6-fc8 are skipped."""
-    vgg16 = pytest.importorskip("keras_gated_tsn.backbones.vgg16")
+    from keras_gated_tsn.backbones import vgg16
     rng = np.random.default_rng(11)
     widths = [(1, 2, 64), (2, 2, 128), (3, 3, 256), (4, 3, 512), (5, 3, 512)]
     layers, cin = [], 3

@@ -33,7 +33,6 @@ def bench_models(args):
     import keras
 
     from keras_gated_tsn.models import TSN, GatedTSN
-    from keras_gated_tsn.training import compile_gated, compile_stream, gated_targets
 
     rng = np.random.default_rng(0)
     b, k, s = args.batch_size, args.segments, args.input_size
@@ -42,14 +41,16 @@ def bench_models(args):
         "flow": rng.integers(0, 256, (b, k, s, s, 10), dtype=np.uint8),
     }
     labels = rng.integers(0, args.classes, (b,))
-    rgb = compile_stream(TSN("bn_inception", "rgb", args.classes, k, s))
-    flow = compile_stream(TSN("bn_inception", "flow", args.classes, k, s))
-    gated = compile_gated(GatedTSN(rgb, flow), lam=1.0)
+    rgb = TSN("bn_inception", "rgb", args.classes, k, s)
+    flow = TSN("bn_inception", "flow", args.classes, k, s)
+    gated = GatedTSN(rgb, flow)
+    for model in (rgb, flow, gated):
+        model.compile()  # the paper's recipe (CaffeSGD, eq. (4) with lambda = 1 for the gate)
     rows = []
     for name, model, x, y in (
         ("rgb stream", rgb, clips["rgb"], labels),
         ("flow stream", flow, clips["flow"], labels),
-        ("gated TSN (streams frozen)", gated, clips, gated_targets(labels)),
+        ("gated TSN (streams frozen)", gated, clips, labels),
     ):
         train = _time_steps(lambda: model.train_on_batch(x, y), args.steps)
         infer = _time_steps(lambda: model.predict_on_batch(x), args.steps)
@@ -68,15 +69,12 @@ def bench_pipeline(args):
     if args.data:
         data_dir, list_file = args.data, args.list or os.path.join(args.data, "train.txt")
     else:
-        from keras_gated_tsn.data.prepare import prepare_dataset
-        from keras_gated_tsn.datasets import build_sample_videos
+        from keras_gated_tsn.data.lists import read_list_file
+        from keras_gated_tsn.datasets import prepare_sample_dataset
 
-        root = tempfile.mkdtemp(prefix="kgt_bench_")
-        videos = build_sample_videos(os.path.join(root, "videos"), frames_per_clip=16)
-        data_dir = os.path.join(root, "dataset")
-        report = prepare_dataset(videos, data_dir, flow="dis", progress=False)
+        data_dir = str(prepare_sample_dataset(tempfile.mkdtemp(prefix="kgt_bench_"), 16, (340, 256), progress=False))
         list_file = os.path.join(data_dir, "bench.txt")
-        write_list_file(list_file, report.records)
+        write_list_file(list_file, read_list_file(os.path.join(data_dir, "all.txt")))
     print(f"\n| pipeline ({args.input_size}x{args.input_size}, K={args.segments}, L=5, batch {args.batch_size}) | videos/s |")
     print("|---|---:|")
     for modality in ("rgb", "flow", "rgb+flow"):

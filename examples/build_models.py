@@ -12,7 +12,7 @@ import argparse
 
 import numpy as np
 
-from keras_gated_tsn.models import TSN, GatedTSN, init_from_rgb
+from keras_gated_tsn.models import TSN, GatedTSN
 
 
 def count(weights):
@@ -29,7 +29,7 @@ def main():
 
     rgb = TSN("bn_inception", "rgb", args.classes, k, size)
     flow = TSN("bn_inception", "flow", args.classes, k, size, new_length=5)
-    init_from_rgb(flow, rgb)  # cross-modality: conv1 averaged over colour, replicated to 10 channels
+    flow.init_from(rgb)  # cross-modality: conv1 averaged over colour, replicated to 10 channels
     gated = GatedTSN(rgb, flow, fusion_layer="inception_4e_output", feature_fusion="conv")
 
     rng = np.random.default_rng(0)
@@ -43,6 +43,9 @@ def main():
         print(f"  {name:18s} {value.shape}")
     w_rgb, w_flow = outputs["fusion_weights"][0]
     print(f"fusion weights of this clip: w_rgb={w_rgb:.3f}, w_flow={w_flow:.3f}")
+    config = gated.get_config()
+    print(f"the gated model says what it is: backbone {config['rgb_stream']['backbone']}, fusion layer "
+          f"{config['fusion_layer']}, {config['feature_fusion']} fusion, {config['gate_activation']} gate")
     print(f"parameters: rgb stream {count(rgb.weights):,}, flow stream {count(flow.weights):,}, "
           f"gated model {count(gated.weights):,} of which trainable {count(gated.trainable_weights):,}")
 

@@ -24,12 +24,10 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import os
 import sys
 import time
 
-LABELS = {"bn_inception": "BN-Inception", "caffenet": "CaffeNet", "vgg16": "VGG16"}
 METHODS = (("two-stream", 1), ("TSN", 3))
 COLUMNS = (("gated", "gated fusion"), ("weighted", "weighted ave"), ("sci", "SCI"))
 #: --smoke: crop side per backbone (CaffeNet's flattened pool5 needs >= 67).
@@ -55,64 +53,36 @@ def parse_args(argv=None):
 
 
 def run(args) -> list:
-    from keras_gated_tsn.backbones import get_backbone_module
-    from keras_gated_tsn.data.lists import read_class_names
-    from keras_gated_tsn.evaluation.protocol import evaluate
-    from keras_gated_tsn.evaluation.scores import save_scores
-    from keras_gated_tsn.fusion import fusion_table
-    from keras_gated_tsn.training import StageConfig, load_model, run_stage
+    from keras_gated_tsn.backbones import get_backbone
+    from keras_gated_tsn.datasets import prepare_sample_dataset
+    from keras_gated_tsn.training.runner import run_algorithm1
 
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
-    if args.smoke:
-        from keras_gated_tsn.demo import prepare_sample_dataset
-
-        data_dir, _ = prepare_sample_dataset(out, 16, (128, 96))
-        if data_dir is None:
-            raise SystemExit(1)
-    else:
-        data_dir = args.data
+    data_dir = str(prepare_sample_dataset(out, 16, (128, 96))) if args.smoke else args.data
     epochs = args.epochs or (1 if args.smoke else 80)
     frames = args.frames or (5 if args.smoke else 25)
     crops = args.crops or (1 if args.smoke else 10)
-    class_names = read_class_names(os.path.join(data_dir, "classes.txt"))
 
     rows = []
     for method, segments in METHODS:
         for backbone in args.backbones:
-            module = get_backbone_module(backbone)
-            size = args.input_size or (SMOKE_INPUT_SIZE[backbone] if args.smoke else module.DEFAULT_INPUT_SIZE)
+            spec = get_backbone(backbone)
+            size = args.input_size or (SMOKE_INPUT_SIZE[backbone] if args.smoke else spec.default_input_size)
             tag = f"{backbone}_{method.lower().replace('-', '')}"
-            models = os.path.join(out, "models", tag)
-            paths = {stage: os.path.join(models, f"{stage}.keras") for stage in ("rgb", "flow", "gate")}
-            base = StageConfig(
-                stage="rgb", data_dir=data_dir, out="", epochs=epochs, num_segments=segments,
-                input_size=size, backbone=backbone, backbone_weights=args.backbone_weights,
-                seed=args.seed, batch_size=4 if args.smoke else None,
-                partial_bn=not args.smoke,  # from scratch in --smoke: let every BN train
-                verbose=2,
-            )
             started = time.time()
-            print(f"\n=== {LABELS[backbone]} ({method}, K={segments}, {size}x{size}) ===", flush=True)
-            flow_init = {} if args.backbone_weights else {"init_from": paths["rgb"]}
-            for stage, extra in (
-                ("rgb", {}),
-                ("flow", flow_init),
-                ("gate", {"rgb": paths["rgb"], "flow": paths["flow"], "backbone_weights": None}),
-            ):
-                run_stage(dataclasses.replace(base, stage=stage, out=paths[stage], **extra))
-            gated = load_model(paths["gate"])
-            scores = {}
-            os.makedirs(os.path.join(out, "scores"), exist_ok=True)
-            for split in ("val", "test"):
-                scores[split] = evaluate(
-                    os.path.join(data_dir, f"{split}.txt"), os.path.join(data_dir, "frames"), class_names,
-                    gated_model=gated, num_frames=frames, crops=crops, progress=False,
-                )
-                save_scores(os.path.join(out, "scores", f"{tag}_{split}.npz"), scores[split])
-            table = {row["method"]: row for row in fusion_table(scores["test"], scores["val"])}
+            print(f"\n=== {spec.display_name} ({method}, K={segments}, {size}x{size}) ===", flush=True)
+            smoke = {"batch_size": 4, "iter_size": 1, "partial_bn": False} if args.smoke else {}  # from scratch
+            result = run_algorithm1(
+                data_dir, os.path.join(out, tag), stages=("rgb", "flow", "gate"),
+                test_frames=frames, test_crops=crops, progress=False,
+                epochs=epochs, num_segments=segments, input_size=size, backbone=backbone,
+                backbone_weights=args.backbone_weights, gate_init=args.backbone_weights or "rgb",
+                seed=args.seed, verbose=2, **smoke,
+            )
+            table = {row["method"]: row for row in result.rows}
             rows.append({
-                "architecture": f"{LABELS[backbone]} ({method})",
+                "architecture": f"{spec.display_name} ({method})",
                 **{name: table[name]["top1"] for name, _ in COLUMNS},
                 "minutes": round((time.time() - started) / 60, 1),
             })

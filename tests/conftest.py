@@ -30,8 +30,23 @@ def shared_data() -> pathlib.Path:
 
 
 @pytest.fixture(scope="session")
+def sample_clips_dir() -> pathlib.Path:
+    """The six committable real clips as the package ships them (the embedded
+    sample set): ``<name>.avi`` in one folder. Present in every checkout, so
+    tests of video decoding and extraction run from a fresh clone too (CI
+    checks that they are byte-identical to ``../shared/data``)."""
+    from keras_gated_tsn.datasets import sample_clips
+
+    folders = {clip.path.parent for clip in sample_clips()}
+    assert len(folders) == 1
+    return folders.pop()
+
+
+@pytest.fixture(scope="session")
 def shared_reference() -> pathlib.Path:
-    """``../shared/reference`` (official split files, prototxt). Same rules as ``shared_data``."""
+    """``../shared/reference``: the authors' prototxt and the official split files,
+    which do not ship with the repository. Same rules as ``shared_data``: a
+    failure in CI, a skip (saying so) elsewhere."""
     env = os.environ.get("KGT_SHARED_REFERENCE")
     path = pathlib.Path(env) if env else REPO_ROOT.parent / "shared" / "reference"
     if not (path / "ucf101_splits").is_dir():
@@ -46,19 +61,11 @@ def shared_reference() -> pathlib.Path:
 def prepared_samples(tmp_path_factory) -> pathlib.Path:
     """The embedded sample clips cut into 16-frame sub-clips and prepared with DIS
     flow at 128x96, with the demo's train/val/test lists: real frames and flow
-    for the training, evaluation and CLI tests."""
-    from keras_gated_tsn.data.lists import write_list_file
-    from keras_gated_tsn.data.prepare import prepare_dataset
-    from keras_gated_tsn.datasets import build_sample_videos, sample_split
+    for the training, evaluation and CLI tests (they ship with the package, so
+    these tests run from a fresh clone too)."""
+    from keras_gated_tsn.datasets import prepare_sample_dataset
 
-    root = tmp_path_factory.mktemp("samples")
-    videos = build_sample_videos(root / "videos", frames_per_clip=16)
-    data_dir = root / "dataset"
-    report = prepare_dataset(videos, data_dir, flow="dis", size=(128, 96), progress=False)
-    assert report.ok, report.summary()
-    for name, records in sample_split(report.records).items():
-        write_list_file(data_dir / f"{name}.txt", records)
-    return data_dir
+    return prepare_sample_dataset(tmp_path_factory.mktemp("samples"), 16, (128, 96), progress=False)
 
 
 #: Crop side of the models trained once per session on the sample clips.
@@ -67,26 +74,18 @@ TRAINED_INPUT_SIZE = 64
 
 @pytest.fixture(scope="session")
 def trained_models(prepared_samples, tmp_path_factory):
-    """Algorithm 1 run once on real frames (1 epoch per stage, K=2, 64x64 crops).
+    """Algorithm 1 run once on real frames through the package's runner (1 epoch
+    per stage, K=2, 64x64 crops, gate and joint with 2 accumulated batches).
 
     Returns ``(paths, histories)``: the ``.keras`` file and the Keras history
     of each stage ``rgb``, ``flow``, ``gate``, ``joint``.
     """
-    from keras_gated_tsn.training import StageConfig, run_stage
+    from keras_gated_tsn.training.runner import run_algorithm1
 
-    out = tmp_path_factory.mktemp("models")
-    paths = {stage: str(out / f"{stage}.keras") for stage in ("rgb", "flow", "gate", "joint")}
-    common = dict(
-        data_dir=str(prepared_samples), epochs=1, batch_size=4, num_segments=2,
-        input_size=TRAINED_INPUT_SIZE, seed=1, verbose=0,
+    result = run_algorithm1(
+        str(prepared_samples), str(tmp_path_factory.mktemp("algorithm1")), evaluate_lists=(), log=lambda line: None,
+        epochs=1, batch_size=4, num_segments=2, input_size=TRAINED_INPUT_SIZE, seed=1, verbose=0,
+        stage_options={"rgb": {"iter_size": 1}, "flow": {"iter_size": 1}, "gate": {"iter_size": 2},
+                       "joint": {"iter_size": 2}},
     )
-    histories = {}
-    for stage, extra in (
-        ("rgb", {}),
-        ("flow", {"init_from": paths["rgb"]}),
-        ("gate", {"rgb": paths["rgb"], "flow": paths["flow"]}),
-        ("joint", {"resume": paths["gate"], "lam": 1.0}),
-    ):
-        _, history = run_stage(StageConfig(stage=stage, out=paths[stage], **common, **extra))
-        histories[stage] = history.history
-    return paths, histories
+    return result.models, result.histories

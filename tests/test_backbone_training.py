@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from keras_gated_tsn.training import StageConfig, load_model, run_stage
+from keras_gated_tsn.models import GatedTSN
+from keras_gated_tsn.training.stages import StageConfig, load_model, run_stage
 
 SIZES = {"caffenet": 67, "vgg16": 48}
 
@@ -13,7 +14,7 @@ def test_streams_and_gate_train(prepared_samples, tmp_path, backbone):
     paths = {stage: str(tmp_path / f"{stage}.keras") for stage in ("rgb", "flow", "gate")}
     common = dict(
         data_dir=str(prepared_samples), epochs=1, batch_size=4, num_segments=2,
-        input_size=SIZES[backbone], backbone=backbone, partial_bn=False, seed=0, verbose=0,
+        input_size=SIZES[backbone], backbone=backbone, partial_bn=False, seed=0, verbose=0, iter_size=1,
     )
     histories = {}
     for stage, extra in (
@@ -24,7 +25,8 @@ def test_streams_and_gate_train(prepared_samples, tmp_path, backbone):
         _, history = run_stage(StageConfig(stage=stage, out=paths[stage], **common, **extra))
         histories[stage] = history.history
     assert np.isfinite(histories["rgb"]["loss"][0]) and np.isfinite(histories["gate"]["fused_loss"][0])
-    gate = load_model(paths["gate"])
+    gate = load_model(paths["gate"], GatedTSN)
+    assert gate.backbone == backbone and gate.fusion_layer == {"caffenet": "conv4", "vgg16": "block5_conv2"}[backbone]
     fusion = {"caffenet": "conv4", "vgg16": "block5_conv2"}[backbone]
     assert gate.get_layer(f"gating_{fusion}_conv_fusion").kernel.shape[2] == 2 * gate.get_layer(
         f"gating_{fusion}_conv_fusion").kernel.shape[3]

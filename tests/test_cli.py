@@ -1,22 +1,30 @@
-"""The gated-tsn command: help texts, evaluate → fuse on a trained gate, errors."""
+"""The gated-tsn command: help texts, train → evaluate → fuse on real frames,
+the authors' streams in one command, validation choices, errors."""
 
 import json
+import os
 
+import keras
 import numpy as np
 import pytest
 
+from conftest import TRAINED_INPUT_SIZE
+from helpers import caffe_layers_of
 from keras_gated_tsn.cli import build_parser, main
+from keras_gated_tsn.cli.common import with_error_path
+from keras_gated_tsn.data.lists import read_list_file
 from keras_gated_tsn.evaluation.scores import load_scores
+from keras_gated_tsn.models import TSN, GatedTSN
 
 
 def test_help_lists_every_command(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     text = capsys.readouterr().out
-    for command in ("prepare", "train", "evaluate", "fuse", "demo"):
+    for command in ("prepare", "split", "train", "evaluate", "fuse", "demo", "convert-weights"):
         assert command in text
     parser = build_parser()
-    for command in ("train", "evaluate", "demo"):
+    for command in ("train", "evaluate", "demo", "split"):
         with pytest.raises(SystemExit):
             parser.parse_args([command, "--help"])
         assert "usage: gated-tsn " + command in capsys.readouterr().out
@@ -26,6 +34,53 @@ def test_no_command_prints_help(capsys):
     assert main([]) == 2
 
 
+def test_train_help_is_the_config_and_names_the_recipe(capsys):
+    """Every StageConfig field with a flag is an option (and nothing else),
+    and the help says which validation list the paper used."""
+    import dataclasses
+
+    from keras_gated_tsn.training.stages import StageConfig
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    flags = [f.metadata["flag"] for f in dataclasses.fields(StageConfig) if f.metadata.get("flag")]
+    assert len(flags) == len(set(flags)) > 30
+    for flag in flags:
+        assert flag in text
+    assert "4 x 32" in text and "5e-3 flow" in text and "authors validated on the test list" in text
+    args = build_parser().parse_args(["train", "--stage", "gate", "--data", "d", "--out", "o.keras", "--lam", "0.5",
+                                      "--no-partial-bn", "--stream-dropout", "--iter-size", "8"])
+    assert (args.gating_loss_weight, args.partial_bn, args.stream_dropout, args.iter_size) == (0.5, False, True, 8)
+
+
+@pytest.mark.parametrize("bad,message", [
+    (["--epochs", "0"], "epochs must be an int >= 1"),
+    (["--batch-size", "0"], "batch_size must be an int >= 1"),
+    (["--lr", "-1"], "learning rates must be > 0"),
+    (["--gate-dropout", "1.5"], "gate_dropout must be in [0, 1)"),
+])
+def test_train_refuses_values_that_make_no_sense(prepared_samples, tmp_path, capsys, bad, message):
+    out = tmp_path / "m.keras"
+    assert main(["train", "--stage", "rgb", "--data", str(prepared_samples), "--out", str(out), *bad]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_error_path_interrupt_and_bad_input(capsys):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    def bad(args):
+        raise FileNotFoundError("no such list 'x.txt'")
+
+    assert with_error_path("train", interrupted)(None) == 130
+    assert with_error_path("train", bad)(None) == 2
+    err = capsys.readouterr().err
+    assert "gated-tsn train: interrupted" in err and "gated-tsn train: error: no such list 'x.txt'" in err
+    assert "Traceback" not in err
+
+
 def test_train_evaluate_fuse_end_to_end(prepared_samples, trained_models, tmp_path, capsys):
     """The CLI on real frames: a gate with the non-default options, then evaluate and fuse."""
     data = str(prepared_samples)
@@ -33,7 +88,7 @@ def test_train_evaluate_fuse_end_to_end(prepared_samples, trained_models, tmp_pa
     gate = str(tmp_path / "gate.keras")
     assert main(["train", "--stage", "gate", "--data", data, "--out", gate, "--rgb", paths["rgb"],
                  "--flow", paths["flow"], "--feature-fusion", "concat", "--gate-activation", "softmax",
-                 "--epochs", "1", "--segments", "2", "--batch-size", "4"]) == 0
+                 "--epochs", "1", "--segments", "2", "--batch-size", "4", "--iter-size", "1"]) == 0
     scores = {}
     for split in ("val", "test"):
         out = tmp_path / f"{split}.npz"
@@ -59,10 +114,52 @@ def test_train_evaluate_fuse_end_to_end(prepared_samples, trained_models, tmp_pa
     assert main(["fuse", str(tmp_path / "test.npz"), "--val-scores", str(tmp_path / "val.npz"),
                  "--out", str(prefix)]) == 0
     printed = capsys.readouterr().out
-    for method in ("rgb", "flow", "average", "weighted", "sci", "gated"):
+    for method in ("rgb", "flow", "average", "weighted", "sci", "gated", "gating_classifier"):
         assert f"| {method} |" in printed
-    rows = json.loads((tmp_path / "table.json").read_text())
-    assert [row["method"] for row in rows][-1] == "gated"
+    rows = {row["method"]: row for row in json.loads((tmp_path / "table.json").read_text())}
+    assert rows["gating_classifier"]["top1"] is not None
+    assert rows["weighted"]["tuned_on"] == "validation"  # the sample lists share no video
+
+
+def test_the_authors_streams_in_one_command(prepared_samples, trained_models, tmp_path, monkeypatch, capsys):
+    """TSN's released streams are .caffemodel files: one convert-weights each
+    gives .keras streams that `train --stage gate` takes as they are; the gate
+    trunk starts from the ImageNet file when asked (--gate-init imagenet)."""
+    from keras_gated_tsn.backbones import BNInception
+    from keras_gated_tsn.weights.caffe import write_caffemodel
+
+    paths, _ = trained_models
+    data = str(prepared_samples)
+    converted = {}
+    for modality in ("rgb", "flow"):
+        stream = keras.saving.load_model(paths[modality])
+        src = tmp_path / f"tsn_bn_inception_{modality}_reference.caffemodel"
+        write_caffemodel(src, caffe_layers_of(stream))
+        converted[modality] = str(tmp_path / f"{modality}.keras")
+        assert main(["convert-weights", str(src), converted[modality], "--arch", "bn_inception",
+                     "--modality", modality, "--input-size", str(TRAINED_INPUT_SIZE), "--segments", "2"]) == 0
+        ours = keras.saving.load_model(converted[modality])
+        assert isinstance(ours, TSN) and ours.modality == modality and ours.num_classes == 3
+        for mine, theirs in zip(ours.weights, stream.weights):
+            np.testing.assert_allclose(np.asarray(mine), np.asarray(theirs), rtol=1e-6, atol=1e-7)
+
+    monkeypatch.setenv("KGT_WEIGHTS_DIR", str(tmp_path / "weights"))
+    os.makedirs(tmp_path / "weights")
+    imagenet = BNInception(include_top=False, input_shape=(TRAINED_INPUT_SIZE, TRAINED_INPUT_SIZE, 3))
+    imagenet.get_layer("inception_5b_3x3").bias.assign(np.full(320, 0.125, np.float32))
+    imagenet.save_weights(tmp_path / "weights" / "bn_inception_imagenet.weights.h5")
+    gate = str(tmp_path / "gate.keras")
+    capsys.readouterr()
+    assert main(["train", "--stage", "gate", "--data", data, "--out", gate, "--rgb", converted["rgb"],
+                 "--flow", converted["flow"], "--gate-init", "imagenet", "--epochs", "1", "--segments", "2",
+                 "--batch-size", "4", "--iter-size", "1", "--lr", "1e-12"]) == 0
+    model = keras.saving.load_model(gate)
+    assert isinstance(model, GatedTSN) and model.gate_init == "imagenet"
+    np.testing.assert_allclose(model.get_layer("gating_inception_5b_3x3").bias.numpy(), 0.125, atol=1e-6)
+    # A stream file given where the gate wants the other modality: a clear error.
+    assert main(["train", "--stage", "gate", "--data", data, "--out", str(tmp_path / "g2.keras"),
+                 "--rgb", converted["flow"], "--flow", converted["flow"], "--epochs", "1"]) == 2
+    assert "modality 'rgb'" in capsys.readouterr().err
 
 
 def test_evaluate_errors(prepared_samples, tmp_path, capsys):
@@ -99,3 +196,13 @@ def test_split_writes_official_lists(shared_reference, tmp_path, capsys):
     assert sorted(train) == ["v_ApplyEyeMakeup_g08_c01", "v_HandStandPushups_g08_c01"]
     assert "not prepared" in capsys.readouterr().out
     assert main(["split", str(tmp_path), "--splits", str(tmp_path)]) == 2
+
+    # The authors' protocol: validation on the test list, said so.
+    assert main(["split", str(tmp_path), "--splits", str(shared_reference / "ucf101_splits"), "--val-from-test"]) == 0
+    assert read_list_file(tmp_path / "val.txt") == read_list_file(tmp_path / "test.txt")
+    assert "val.txt is the test list (as the authors)" in capsys.readouterr().out
+    # No validation asked for: an old val.txt must not linger (training would silently use it).
+    assert main(["split", str(tmp_path), "--splits", str(shared_reference / "ucf101_splits")]) == 0
+    assert not (tmp_path / "val.txt").exists() and "no val.txt" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["split", str(tmp_path), "--splits", "x", "--val-from-test", "--val-fraction", "0.1"])

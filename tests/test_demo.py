@@ -14,5 +14,8 @@ def test_demo_runs_every_step(tmp_path, capsys):
     for path in ("models/joint.keras", "scores/test.npz", "scores/val.npz", "fusion_table.csv"):
         assert (out / path).is_file(), path
     rows = json.loads((out / "fusion_table.json").read_text())
-    assert [row["method"] for row in rows] == ["rgb", "flow", "average", "weighted", "weighted_tsn", "sci", "gated"]
+    assert [row["method"] for row in rows] == [
+        "rgb", "flow", "average", "weighted", "weighted_tsn", "sci", "gated", "gating_classifier"]
     assert all(row["top1"] is not None for row in rows)
+    for banner in ("train --stage rgb", "train --stage joint", "evaluate: val.txt", "fuse"):
+        assert banner in printed  # the demo runs through the one Algorithm-1 runner

@@ -1,16 +1,16 @@
 """Late-fusion comparators, the fusion table and ``gated-tsn fuse`` on hand-built score files."""
 
-import argparse
 import csv
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from keras_gated_tsn import fusion
+from keras_gated_tsn.cli import build_parser
+from keras_gated_tsn.cli import main as gated_tsn
 from keras_gated_tsn.evaluation.scores import ScoreFile, save_scores
+from keras_gated_tsn.fusion import comparators as comparators_module
 
 # ---------------------------------------------------------------------------
 # A tiny score file (N=3 videos, C=3 classes, V=2 views) with known outcomes.
@@ -31,11 +31,11 @@ GATE = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
 CLASSES = ["ApplyEyeMakeup", "Archery", "Basketball"]
 
 
-def tiny_scores(gate=True, rgb=True, flow=True, class_names=CLASSES):
+def tiny_scores(gate=True, rgb=True, flow=True, class_names=CLASSES, video_ids=("A", "B", "C")):
     views_rgb = np.stack([S_RGB + D_RGB, S_RGB - D_RGB], axis=1).astype(np.float32)
     views_flow = np.stack([S_FLOW + D_FLOW, S_FLOW - D_FLOW], axis=1).astype(np.float32)
     fields = dict(
-        video_ids=["A", "B", "C"],
+        video_ids=list(video_ids),
         labels=[0, 1, 2],
         class_names=class_names,
         rgb=views_rgb if rgb else None,
@@ -175,8 +175,9 @@ def test_grid_search_tie_rule_closest_to_half_then_lower():
 
 # -------------------------------------------------------------------- table
 def test_fusion_table_rows_and_values():
-    rows = fusion.fusion_table(tiny_scores(), tiny_scores())
-    assert [r["method"] for r in rows] == ["rgb", "flow", "average", "weighted", "weighted_tsn", "sci", "gated"]
+    rows = fusion.fusion_table(tiny_scores(), tiny_scores(video_ids="DEF"))
+    assert [r["method"] for r in rows] == [
+        "rgb", "flow", "average", "weighted", "weighted_tsn", "sci", "gated", "gating_classifier"]
     assert all(set(r) == set(fusion.ROW_FIELDS) for r in rows)
     by = {r["method"]: r for r in rows}
     assert by["rgb"]["top1"] == pytest.approx(200 / 3)
@@ -188,15 +189,32 @@ def test_fusion_table_rows_and_values():
     assert (by["weighted_tsn"]["rgb_weight"], by["weighted_tsn"]["flow_weight"]) == (1.0, 1.5)
     assert by["weighted_tsn"]["top1"] == pytest.approx(200 / 3)
     assert by["gated"]["top1"] == pytest.approx(100.0)
+    # the gating classifier's own scores (here: the rgb views) get their own row
+    assert by["gating_classifier"]["top1"] == pytest.approx(200 / 3)
+    assert by["weighted"]["tuned_on"] == "validation"
+    assert all(by[m]["tuned_on"] == "" for m in by if m != "weighted")
     # one video per class: mean class accuracy equals top-1
     assert by["rgb"]["mean_class_accuracy"] == pytest.approx(by["rgb"]["top1"])
     # per-video gate weights (1,0), (0,1), (1,0): w_rgb 2/3 +/- sqrt(2)/3
     assert "w_rgb 0.667 +/- 0.471, w_flow 0.333 +/- 0.471" in by["gated"]["note"]
 
 
+def test_fusion_table_says_when_the_weight_was_tuned_on_test_videos():
+    """The authors validated on the test list: a weight tuned on the very videos
+    it is reported on is marked, as is a validation list that shares videos."""
+    same = {r["method"]: r for r in fusion.fusion_table(tiny_scores(), tiny_scores())}
+    assert same["weighted"]["tuned_on"] == "test list"
+    overlap = {r["method"]: r for r in fusion.fusion_table(tiny_scores(), tiny_scores(video_ids="AXY"))}
+    assert overlap["weighted"]["tuned_on"] == "validation (1 of 3 are test videos)"
+    assert "| weighted | 0.5 | 0.5 | 100.00 | 100.00 | test list |" in fusion.format_markdown(
+        fusion.fusion_table(tiny_scores(), tiny_scores()))
+
+
 def test_fusion_table_without_validation_does_not_tune_on_test():
     rows = fusion.fusion_table(tiny_scores(gate=False))
-    assert [r["method"] for r in rows] == ["rgb", "flow", "average", "weighted", "weighted_tsn", "sci"]
+    assert [r["method"] for r in rows][:6] == ["rgb", "flow", "average", "weighted", "weighted_tsn", "sci"]
+    by = {r["method"]: r for r in rows}
+    assert by["gated"]["top1"] is None and "no 'fused' scores" in by["gated"]["note"]
     weighted = rows[3]
     assert weighted["top1"] is None and weighted["rgb_weight"] is None
     assert "validation score file" in weighted["note"]
@@ -208,7 +226,7 @@ def test_fusion_table_single_stream_skips_two_stream_rows():
     assert by["rgb"]["top1"] is None and "no 'rgb' scores" in by["rgb"]["note"]
     assert by["flow"]["top1"] == pytest.approx(100 / 3)
     for method in ("average", "weighted", "weighted_tsn", "sci"):
-        assert by[method]["top1"] is None and "needs both streams" in by[method]["note"]
+        assert by[method]["top1"] is None and "the score file has no 'rgb' scores" in by[method]["note"]
 
 
 def test_fusion_table_rejects_mismatched_classes():
@@ -218,10 +236,10 @@ def test_fusion_table_rejects_mismatched_classes():
 
 
 def test_markdown_csv_json(tmp_path):
-    rows = fusion.fusion_table(tiny_scores(), tiny_scores())
+    rows = fusion.fusion_table(tiny_scores(), tiny_scores(video_ids="DEF"))
     text = fusion.format_markdown(rows)
     lines = text.strip().splitlines()
-    assert lines[0] == "| Method | RGB weight | Flow weight | Top-1 (%) | Mean class acc. (%) | Note |"
+    assert lines[0] == "| Method | RGB weight | Flow weight | Top-1 (%) | Mean class acc. (%) | Tuned on | Note |"
     assert len(lines) == 2 + len(rows)
     for row, line in zip(rows, lines[2:]):
         assert line.startswith(f"| {row['method']} |")
@@ -239,62 +257,64 @@ def test_markdown_csv_json(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.csv", "t.json"]
 
 
+# ----------------------------------------------------------------- registry
+def test_a_new_comparator_is_one_function_and_one_registration(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(comparators_module, "_COMPARATORS", dict(comparators_module._COMPARATORS))
+
+    @fusion.register_comparator("max_stream", "element-wise maximum of the two streams' view-averaged scores")
+    def _max_stream(test_sf, val_sf):
+        return fusion.Fused(np.maximum(fusion.stream_scores(test_sf, "rgb"), fusion.stream_scores(test_sf, "flow")))
+
+    rows = {r["method"]: r for r in fusion.fusion_table(tiny_scores())}
+    # A: max(S_rgb, S_flow) = [3, 1, 0] right; B: [1, 2, 0] right; C: [2, 0, 1.2] wrong.
+    assert rows["max_stream"]["top1"] == pytest.approx(200 / 3)
+    with pytest.raises(ValueError, match="already registered"):
+        fusion.register_comparator("max_stream", "again")(_max_stream)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["fuse", "--help"])
+    assert "max_stream" in capsys.readouterr().out
+    assert fusion.fusion_table(tiny_scores(), methods=["max_stream"])[0]["method"] == "max_stream"
+    with pytest.raises(ValueError, match="unknown fusion comparator 'nope'"):
+        fusion.fusion_table(tiny_scores(), methods=["nope"])
+
+
 # ---------------------------------------------------------------------- CLI
-def fuse_parser():
-    parser = argparse.ArgumentParser(prog="gated-tsn")
-    fusion.add_fuse_parser(parser.add_subparsers(dest="command"))
-    return parser
-
-
 def test_run_fuse_end_to_end(tmp_path, capsys):
     save_scores(tmp_path / "test.npz", tiny_scores())
-    save_scores(tmp_path / "val.npz", tiny_scores(gate=False))
+    save_scores(tmp_path / "val.npz", tiny_scores(gate=False, video_ids="DEF"))
     prefix = tmp_path / "out" / "split1"
-    args = fuse_parser().parse_args(
+    assert gated_tsn(
         ["fuse", str(tmp_path / "test.npz"), "--val-scores", str(tmp_path / "val.npz"), "--out", str(prefix)]
-    )
-    assert args.func is fusion.run_fuse
-    assert fusion.run_fuse(args) == 0
+    ) == 0
     out = capsys.readouterr().out
-    assert "| Method |" in out and "| gated |" in out and "alpha = 0.5" in out
+    assert "| Method |" in out and "| gated |" in out and "| gating_classifier |" in out and "alpha = 0.5" in out
     assert f"{prefix}.csv" in out and f"{prefix}.json" in out
-    assert [r["method"] for r in json.loads((tmp_path / "out" / "split1.json").read_text())][-1] == "gated"
+    rows = json.loads((tmp_path / "out" / "split1.json").read_text())
+    assert [r["method"] for r in rows][-2:] == ["gated", "gating_classifier"]
 
 
 def test_run_fuse_default_prefix(tmp_path, capsys):
     save_scores(tmp_path / "ucf_test.npz", tiny_scores(gate=False))
-    args = fuse_parser().parse_args(["fuse", str(tmp_path / "ucf_test.npz")])
-    assert fusion.run_fuse(args) == 0
+    assert gated_tsn(["fuse", str(tmp_path / "ucf_test.npz")]) == 0
     assert (tmp_path / "ucf_test_fusion.csv").is_file() and (tmp_path / "ucf_test_fusion.json").is_file()
     assert "needs a validation score file" in capsys.readouterr().out
 
 
 def test_run_fuse_bad_input_returns_2(tmp_path, capsys):
-    parser = fuse_parser()
-    assert fusion.run_fuse(parser.parse_args(["fuse", str(tmp_path / "missing.npz")])) == 2
+    assert gated_tsn(["fuse", str(tmp_path / "missing.npz")]) == 2
     assert "missing.npz" in capsys.readouterr().err
     save_scores(tmp_path / "test.npz", tiny_scores())
     save_scores(tmp_path / "val.npz", tiny_scores(class_names=["x", "y", "z"]))
-    args = parser.parse_args(["fuse", str(tmp_path / "test.npz"), "--val-scores", str(tmp_path / "val.npz")])
-    assert fusion.run_fuse(args) == 2
+    assert gated_tsn(["fuse", str(tmp_path / "test.npz"), "--val-scores", str(tmp_path / "val.npz")]) == 2
     assert "different class lists" in capsys.readouterr().err
     assert not (tmp_path / "test_fusion.csv").exists()
 
 
 def test_fuse_help_describes_rows(capsys):
     with pytest.raises(SystemExit) as info:
-        fuse_parser().parse_args(["fuse", "--help"])
+        build_parser().parse_args(["fuse", "--help"])
     assert info.value.code == 0
     text = capsys.readouterr().out
-    for method in fusion.METHOD_DESCRIPTIONS:
-        assert f"  {method} " in text
-    assert "example:" in text and "--val-scores" in text
-
-
-def test_import_is_numpy_only():
-    code = (
-        "import sys, keras_gated_tsn.fusion, keras_gated_tsn.evaluation.scores; "
-        "print('tensorflow' in sys.modules or 'keras' in sys.modules)"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "False"
+    for comparator in fusion.registered_comparators():
+        assert f"  {comparator.name} " in text
+    assert "example:" in text and "--val-scores" in text and "tuned_on" in text

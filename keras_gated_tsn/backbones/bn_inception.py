@@ -29,13 +29,14 @@ import keras
 from keras import layers
 
 from keras_gated_tsn.backbones import common
+from keras_gated_tsn.backbones.registry import BackboneSpec, PretrainedFile, register_backbone
+from keras_gated_tsn.layers.frozen_bn import FrozenBatchNormalization
 from keras_gated_tsn.layers.preprocessing import CAFFE_BGR_MEAN
 
 DEFAULT_FUSION_LAYER = "inception_4e_output"
 DEFAULT_INPUT_SIZE = 224
 STREAM_POOLING = "avg"
 BGR_MEAN = CAFFE_BGR_MEAN
-SIGNATURE_LAYER = "inception_3a_output"
 #: TSN's dropout before a stream's classifier, per modality.
 STREAM_DROPOUT = {"rgb": 0.8, "flow": 0.7}
 BN_EPSILON = 1e-5
@@ -90,7 +91,7 @@ def _conv_bn_relu(
     *,
     stride: int = 1,
     prefix: str = "",
-    bn_training: Optional[bool] = None,
+    frozen_bn: bool = False,
 ):
     """Caffe Convolution (with bias) → BN (eps 1e-5) → ReLU, Caffe padding."""
     pad = (kernel - 1) // 2
@@ -102,9 +103,8 @@ def _conv_bn_relu(
     x = layers.Conv2D(
         filters, kernel, strides=stride, padding=padding, use_bias=True, name=f"{prefix}{conv_name}"
     )(x)
-    x = layers.BatchNormalization(
-        epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{prefix}{conv_name}_bn"
-    )(x, training=bn_training)
+    norm = FrozenBatchNormalization if frozen_bn else layers.BatchNormalization
+    x = norm(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{prefix}{conv_name}_bn")(x)
     return layers.ReLU(name=f"{prefix}{relu_name}")(x)
 
 
@@ -114,31 +114,31 @@ def _ceil_max_pool(x, name: str):
     return layers.MaxPooling2D(3, strides=2, padding="valid", name=name)(x)
 
 
-def _stem_stage(x, stage: str, prefix: str, bn_training):
+def _stem_stage(x, stage: str, prefix: str, frozen_bn: bool):
     if stage == "pool1_3x3_s2":
         x = _conv_bn_relu(
             x, 64, 7, "conv1_7x7_s2", "conv1_relu_7x7", stride=2, prefix=prefix,
-            bn_training=bn_training,
+            frozen_bn=frozen_bn,
         )
         return _ceil_max_pool(x, f"{prefix}pool1_3x3_s2")
     x = _conv_bn_relu(
         x, 64, 1, "conv2_3x3_reduce", "conv2_relu_3x3_reduce", prefix=prefix,
-        bn_training=bn_training,
+        frozen_bn=frozen_bn,
     )
     x = _conv_bn_relu(
-        x, 192, 3, "conv2_3x3", "conv2_relu_3x3", prefix=prefix, bn_training=bn_training
+        x, 192, 3, "conv2_3x3", "conv2_relu_3x3", prefix=prefix, frozen_bn=frozen_bn
     )
     return _ceil_max_pool(x, f"{prefix}pool2_3x3_s2")
 
 
-def _inception_block(x, block: str, prefix: str, bn_training):
+def _inception_block(x, block: str, prefix: str, frozen_bn: bool):
     n1x1, n3r, n3, nd3r, nd3, pool, nproj, stride = INCEPTION_BLOCKS[block]
     name = f"inception_{block}_"
 
     def cbr(inp, filters, kernel, conv, relu, stride=1):
         return _conv_bn_relu(
             inp, filters, kernel, name + conv, name + relu, stride=stride, prefix=prefix,
-            bn_training=bn_training,
+            frozen_bn=frozen_bn,
         )
 
     branches = []
@@ -162,14 +162,14 @@ def _inception_block(x, block: str, prefix: str, bn_training):
     return layers.Concatenate(axis=-1, name=f"{prefix}{name}output")(branches)
 
 
-def _run_stage(x, stage: str, prefix: str = "", bn_training: Optional[bool] = None):
+def _run_stage(x, stage: str, prefix: str = "", frozen_bn: bool = False):
     if stage in ("pool1_3x3_s2", "pool2_3x3_s2"):
-        return _stem_stage(x, stage, prefix, bn_training)
+        return _stem_stage(x, stage, prefix, frozen_bn)
     block = stage[len("inception_") : -len("_output")]
-    return _inception_block(x, block, prefix, bn_training)
+    return _inception_block(x, block, prefix, frozen_bn)
 
 
-def build_tail(x, after: str, *, prefix: str = "", bn_training: Optional[bool] = None):
+def build_tail(x, after: str, *, prefix: str = "", frozen_bn: bool = False):
     """Applies the BN-Inception stages that follow the feature layer ``after``.
 
     This is how the gating ConvNet gets "the convolutional layers of
@@ -183,9 +183,9 @@ def build_tail(x, after: str, *, prefix: str = "", bn_training: Optional[bool] =
             (e.g. concatenation fusion doubles it).
         after: a key of :data:`FEATURE_LAYERS`.
         prefix: prepended to every layer name.
-        bn_training: passed as ``training`` to every BN call; ``False`` keeps
-            BN in inference mode (global statistics) while its scale and shift
-            still train, as Caffe's ``BN`` with ``frozen: true`` does.
+        frozen_bn: use :class:`~keras_gated_tsn.layers.FrozenBatchNormalization`
+            (global statistics in every call, scale and shift still trained),
+            as Caffe's ``BN`` with ``frozen: true`` in the gating ConvNet.
 
     Returns:
         The output of ``inception_5b`` (``(N, h', w', 1024)``), or ``x`` itself
@@ -196,7 +196,7 @@ def build_tail(x, after: str, *, prefix: str = "", bn_training: Optional[bool] =
     """
     return common.run_tail(
         x, after, arch="BN-Inception", stages=STAGES, feature_layers=FEATURE_LAYERS,
-        run_stage=lambda y, stage: _run_stage(y, stage, prefix, bn_training),
+        run_stage=lambda y, stage: _run_stage(y, stage, prefix, frozen_bn),
     )
 
 
@@ -225,7 +225,7 @@ def BNInception(
         weights: ``None`` (random initialisation), ``"imagenet"`` (a file
             converted from TSN's ImageNet checkpoint, looked up in
             ``$KGT_WEIGHTS_DIR`` or ``~/.keras/models``; see
-            :mod:`keras_gated_tsn.backbones.weights`) or the path of a
+            :mod:`keras_gated_tsn.weights.pretrained`) or the path of a
             weights file saved from a model built with the same arguments.
             A 3-channel file given to a model with another channel count is
             loaded with TSN's cross-modality initialisation of ``conv1``.
@@ -280,7 +280,29 @@ def preprocess_input(x, modality: str = "rgb"):
     Raises:
         ValueError: for another modality or RGB input without 3 channels.
     """
-    return common.preprocess(x, modality, BGR_MEAN)
+    return SPEC.preprocess_input(x, modality)
 
 
-BUILDER = BNInception
+SPEC = register_backbone(BackboneSpec(
+    name="bn_inception",
+    display_name="BN-Inception",
+    builder=BNInception,
+    feature_layers=FEATURE_LAYERS,
+    stages=STAGES,
+    build_tail=build_tail,
+    default_fusion_layer=DEFAULT_FUSION_LAYER,
+    default_input_size=DEFAULT_INPUT_SIZE,
+    min_input_size=MIN_INPUT_SIZE,
+    stream_pooling=STREAM_POOLING,
+    stream_dropout=STREAM_DROPOUT,
+    bgr_mean=BGR_MEAN,
+    pretrained={
+        "imagenet": PretrainedFile(
+            "bn_inception_imagenet.weights.h5",
+            "convert the BN-Inception ImageNet checkpoint that TSN starts from (Caffe "
+            "bn_inception_rgb_init.caffemodel or the PyTorch bn_inception state dict) with "
+            "`gated-tsn convert-weights SRC bn_inception_imagenet.weights.h5 --arch bn_inception` "
+            "(see weights/README.md)",
+        ),
+    },
+))

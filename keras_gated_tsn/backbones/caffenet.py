@@ -41,8 +41,8 @@ import keras
 from keras import layers
 
 from keras_gated_tsn.backbones import common
-
-from keras_gated_tsn.backbones.bn_inception import _ceil_max_pool, preprocess_input
+from keras_gated_tsn.backbones.bn_inception import _ceil_max_pool
+from keras_gated_tsn.backbones.registry import BackboneSpec, PretrainedFile, register_backbone
 from keras_gated_tsn.layers.lrn import LocalResponseNormalization
 from keras_gated_tsn.layers.preprocessing import CAFFE_BGR_MEAN
 
@@ -59,7 +59,6 @@ STREAM_POOLING = "flatten"
 #: the last conv block, for both streams.
 STREAM_DROPOUT = {"rgb": 0.8, "flow": 0.8}
 BGR_MEAN = CAFFE_BGR_MEAN
-SIGNATURE_LAYER = "norm1"
 
 #: LRN of norm1/norm2 (Caffe ``lrn_param``).
 LRN_PARAMS = dict(local_size=5, alpha=1e-4, beta=0.75, k=1.0)
@@ -115,7 +114,7 @@ def _run_stage(x, stage: str, prefix: str = ""):
     return LocalResponseNormalization(**LRN_PARAMS, name=name)(x)
 
 
-def build_tail(x, after: str, *, prefix: str = "", bn_training: Optional[bool] = None):
+def build_tail(x, after: str, *, prefix: str = "", frozen_bn: bool = False):
     """Applies the CaffeNet stages that follow the feature layer ``after``.
 
     This is how the gating ConvNet gets "the layers after the input fusion
@@ -129,7 +128,7 @@ def build_tail(x, after: str, *, prefix: str = "", bn_training: Optional[bool] =
             then needs an even c).
         after: a key of :data:`FEATURE_LAYERS`.
         prefix: prepended to every layer name.
-        bn_training: accepted for the module protocol and ignored (CaffeNet
+        frozen_bn: accepted for the registry's protocol and ignored (CaffeNet
             has no BN).
 
     Returns:
@@ -139,7 +138,7 @@ def build_tail(x, after: str, *, prefix: str = "", bn_training: Optional[bool] =
     Raises:
         ValueError: if ``after`` is not a feature layer.
     """
-    del bn_training  # no BN in CaffeNet
+    del frozen_bn  # no BN in CaffeNet
     return common.run_tail(
         x, after, arch="CaffeNet", stages=STAGES, feature_layers=FEATURE_LAYERS,
         run_stage=lambda y, stage: _run_stage(y, stage, prefix),
@@ -221,10 +220,41 @@ def CaffeNet(
     ))
 
 
-BUILDER = CaffeNet
+def preprocess_input(x, modality: str = "rgb"):
+    """Raw 0-255 pixels → CaffeNet input (NumPy or tensor, channels last):
+    RGB → BGR minus the Caffe mean ``[104, 117, 123]``; uint8-encoded flow
+    minus 128. Returns float32: NumPy for NumPy input, a tensor otherwise.
+
+    Raises:
+        ValueError: for another modality or RGB input without 3 channels.
+    """
+    return SPEC.preprocess_input(x, modality)
+
+
+SPEC = register_backbone(BackboneSpec(
+    name="caffenet",
+    display_name="CaffeNet",
+    builder=CaffeNet,
+    feature_layers=FEATURE_LAYERS,
+    stages=STAGES,
+    build_tail=build_tail,
+    default_fusion_layer=DEFAULT_FUSION_LAYER,
+    default_input_size=DEFAULT_INPUT_SIZE,
+    min_input_size=MIN_INPUT_SIZE,
+    stream_pooling=STREAM_POOLING,
+    stream_dropout=STREAM_DROPOUT,
+    bgr_mean=BGR_MEAN,
+    pretrained={
+        "imagenet": PretrainedFile(
+            "caffenet_imagenet.weights.h5",
+            "convert BVLC's bvlc_reference_caffenet.caffemodel with "
+            "`gated-tsn convert-weights bvlc_reference_caffenet.caffemodel caffenet_imagenet.weights.h5 "
+            "--arch caffenet` (see weights/README.md)",
+        ),
+    },
+))
 
 __all__ = [
-    "CaffeNet", "BUILDER", "FEATURE_LAYERS", "STAGES", "build_tail", "preprocess_input",
+    "CaffeNet", "SPEC", "FEATURE_LAYERS", "STAGES", "build_tail", "preprocess_input",
     "DEFAULT_FUSION_LAYER", "DEFAULT_INPUT_SIZE", "MIN_INPUT_SIZE", "STREAM_POOLING", "BGR_MEAN",
-    "SIGNATURE_LAYER",
 ]

@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import keras
-import numpy as np
 from keras import layers
 
-from keras_gated_tsn.backbones import weights as weights_lib
+from keras_gated_tsn.weights import pretrained
 
 
 def check_arguments(pooling, include_top: bool, classes, weights) -> None:
@@ -21,7 +20,7 @@ def check_arguments(pooling, include_top: bool, classes, weights) -> None:
         raise ValueError(f"pooling must be None, 'avg' or 'max', got {pooling!r}")
     if include_top and (isinstance(classes, bool) or not isinstance(classes, int) or classes < 1):
         raise ValueError(f"classes must be a positive int with include_top=True, got {classes!r}")
-    weights_lib.check_argument(weights)
+    pretrained.check_argument(weights)
 
 
 def input_shape_of(
@@ -106,22 +105,9 @@ def run_tail(
 
 
 def finish(inputs, x, *, name: str, arch: str, weights, builder_kwargs: dict) -> keras.Model:
-    """The functional model, with ``weights`` loaded (see :mod:`weights`)."""
+    """The functional model, with ``weights`` loaded
+    (:func:`keras_gated_tsn.weights.pretrained.load_into`)."""
     model = keras.Model(inputs, x, name=name)
     if weights is not None:
-        weights_lib.load_into(model, arch, weights, builder_kwargs)
+        pretrained.load_into(model, arch, weights, builder_kwargs)
     return model
-
-
-def preprocess(x, modality: str, bgr_mean):
-    """Raw 0-255 pixels → backbone input, by the models' own first layer
-    (:class:`~keras_gated_tsn.layers.ModalityPreprocessing`). A NumPy array in
-    gives a float32 NumPy array out; a tensor gives a tensor.
-
-    Raises:
-        ValueError: for another modality or RGB input without 3 channels.
-    """
-    from keras_gated_tsn.layers.preprocessing import ModalityPreprocessing
-
-    out = ModalityPreprocessing(modality, bgr_mean=bgr_mean)(x)
-    return keras.ops.convert_to_numpy(out) if isinstance(x, np.ndarray) else out

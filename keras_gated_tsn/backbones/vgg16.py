@@ -21,6 +21,7 @@ import keras
 from keras import layers
 
 from keras_gated_tsn.backbones import common
+from keras_gated_tsn.backbones.registry import BackboneSpec, PretrainedFile, register_backbone
 
 
 #: The paper's fusion layer for VGG16: "the layers before the last
@@ -37,7 +38,6 @@ STREAM_POOLING = "flatten"
 STREAM_DROPOUT = {"rgb": 0.8, "flow": 0.8}
 #: keras.applications' ImageNet mean (``"caffe"`` mode), B, G, R, pixel units 0-255.
 BGR_MEAN = (103.939, 116.779, 123.68)
-SIGNATURE_LAYER = "block5_conv3"
 
 #: Blocks: (filters, convolutions).
 BLOCKS: Tuple[Tuple[int, int], ...] = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
@@ -70,7 +70,7 @@ def _run_stage(x, stage: str, prefix: str = ""):
     )(x)
 
 
-def build_tail(x, after: str, *, prefix: str = "", bn_training: Optional[bool] = None):
+def build_tail(x, after: str, *, prefix: str = "", frozen_bn: bool = False):
     """Applies the VGG16 stages that follow the feature layer ``after``.
 
     This is how the gating ConvNet gets "the layers after the input fusion
@@ -83,7 +83,7 @@ def build_tail(x, after: str, *, prefix: str = "", bn_training: Optional[bool] =
             backbone's (concatenation fusion doubles it).
         after: a key of :data:`FEATURE_LAYERS`.
         prefix: prepended to every layer name.
-        bn_training: accepted for the module protocol and ignored (VGG16 has
+        frozen_bn: accepted for the registry's protocol and ignored (VGG16 has
             no BN).
 
     Returns:
@@ -93,7 +93,7 @@ def build_tail(x, after: str, *, prefix: str = "", bn_training: Optional[bool] =
     Raises:
         ValueError: if ``after`` is not a feature layer.
     """
-    del bn_training  # no BN in VGG16
+    del frozen_bn  # no BN in VGG16
     return common.run_tail(
         x, after, arch="VGG16", stages=STAGES, feature_layers=FEATURE_LAYERS,
         run_stage=lambda y, stage: _run_stage(y, stage, prefix),
@@ -193,13 +193,38 @@ def preprocess_input(x, modality: str = "rgb"):
     Raises:
         ValueError: for another modality or RGB input without 3 channels.
     """
-    return common.preprocess(x, modality, BGR_MEAN)
+    return SPEC.preprocess_input(x, modality)
 
 
-BUILDER = VGG16
+SPEC = register_backbone(BackboneSpec(
+    name="vgg16",
+    display_name="VGG16",
+    builder=VGG16,
+    feature_layers=FEATURE_LAYERS,
+    stages=STAGES,
+    build_tail=build_tail,
+    default_fusion_layer=DEFAULT_FUSION_LAYER,
+    default_input_size=DEFAULT_INPUT_SIZE,
+    min_input_size=MIN_INPUT_SIZE,
+    stream_pooling=STREAM_POOLING,
+    stream_dropout=STREAM_DROPOUT,
+    bgr_mean=BGR_MEAN,
+    pretrained={
+        # keras.applications' VGG16 ImageNet file without the top: its published
+        # address and md5 (keras.applications.vgg16's WEIGHTS_PATH_NO_TOP).
+        "imagenet": PretrainedFile(
+            "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            "it is keras.applications' VGG16 ImageNet file without the top; fetch it on a machine "
+            "with network access (`keras.applications.VGG16(weights='imagenet', include_top=False)` "
+            "downloads it to ~/.keras/models)",
+            url="https://storage.googleapis.com/tensorflow/keras-applications/vgg16/"
+            "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            md5="6d6bbae143d832006294945121d1f1fc",
+        ),
+    },
+))
 
 __all__ = [
-    "VGG16", "BUILDER", "FEATURE_LAYERS", "STAGES", "build_tail", "preprocess_input",
+    "VGG16", "SPEC", "FEATURE_LAYERS", "STAGES", "build_tail", "preprocess_input",
     "DEFAULT_FUSION_LAYER", "DEFAULT_INPUT_SIZE", "MIN_INPUT_SIZE", "STREAM_POOLING", "BGR_MEAN",
-    "SIGNATURE_LAYER",
 ]

@@ -26,56 +26,24 @@ on each epoch).
 from __future__ import annotations
 
 import os
-import re
-import string
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
 
 from keras_gated_tsn.data import sampling, transforms
+from keras_gated_tsn.data.layout import DEFAULT_LAYOUT, parse_template
 from keras_gated_tsn.data.lists import VideoRecord, read_list_file
 
-RGB_TEMPLATE = "img_{:05d}.jpg"
-FLOW_X_TEMPLATE = "flow_x_{:05d}.jpg"
-FLOW_Y_TEMPLATE = "flow_y_{:05d}.jpg"
+RGB_TEMPLATE = DEFAULT_LAYOUT.rgb
+FLOW_X_TEMPLATE = DEFAULT_LAYOUT.flow_x
+FLOW_Y_TEMPLATE = DEFAULT_LAYOUT.flow_y
 
 RecordsLike = Union[str, os.PathLike, Sequence[VideoRecord], Sequence[Tuple[str, int, int]]]
 
 
 # --------------------------------------------------------------------------------------
 # Construction-time checks.
-
-
-def _parse_template(template: str) -> Tuple[str, str, int, str]:
-    """Splits ``"img_{:05d}.jpg"`` into (prefix, suffix, width, fill) for tf.strings.
-
-    Raises:
-        ValueError: if the template has not exactly one ``{}``/``{:d}``/``{:0Nd}`` field.
-    """
-    if not isinstance(template, str):
-        raise ValueError(f"a file-name template must be a str, got {template!r}")
-    try:
-        parts = list(string.Formatter().parse(template))
-    except ValueError as err:
-        raise ValueError(f"bad file-name template {template!r}: {err}") from None
-    fields = [i for i, p in enumerate(parts) if p[1] is not None]
-    match = None
-    if len(fields) == 1:
-        _, name, spec, conversion = parts[fields[0]]
-        if name in ("", "0") and conversion is None:
-            match = re.fullmatch(r"(0?)(\d*)d?", spec or "")
-    if match is None:
-        raise ValueError(
-            f"a file-name template needs exactly one integer field such as '{{:05d}}', "
-            f"got {template!r}"
-        )
-    i = fields[0]
-    prefix = "".join(p[0] for p in parts[: i + 1])
-    suffix = "".join(p[0] for p in parts[i + 1 :])
-    width = int(match.group(2)) if match.group(2) else -1
-    fill = "0" if match.group(1) else " "
-    return prefix, suffix, width, fill
 
 
 def _decoder(template: str):
@@ -181,7 +149,7 @@ class _Reader:
             "flow_x": flow_x_template,
             "flow_y": flow_y_template,
         }
-        self.parsed = {k: _parse_template(t) for k, t in self.templates.items()}
+        self.parsed = {k: parse_template(t) for k, t in self.templates.items()}
         self.decoders = {k: _decoder(t) for k, t in self.templates.items()}
 
     def needed_templates(self) -> List[str]:

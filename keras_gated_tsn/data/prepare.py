@@ -27,14 +27,12 @@ the others are still extracted.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import concurrent.futures
 import dataclasses
 import multiprocessing
 import os
 import shutil
-import sys
 from concurrent.futures.process import BrokenProcessPool
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -43,15 +41,14 @@ import numpy as np
 
 from keras_gated_tsn.data import flow as flow_lib
 from keras_gated_tsn.data import lists
+from keras_gated_tsn.data.layout import DEFAULT_LAYOUT
 from keras_gated_tsn.data.video import VIDEO_EXTENSIONS, VideoDecodeError, iter_frames_bgr
 
 __all__ = [
     "PrepareReport",
-    "add_prepare_parser",
     "extract_video",
     "find_videos",
     "prepare_dataset",
-    "run_prepare",
 ]
 
 #: Default frame size ``(width, height)``, TSN's.
@@ -261,13 +258,14 @@ def _write_frames(
     previous = None
     count = 0
     for count, frame in enumerate(iter_frames_bgr(path, size), start=1):
-        _imwrite(os.path.join(folder, f"img_{count:05d}.jpg"), frame, params)
+        _imwrite(os.path.join(folder, DEFAULT_LAYOUT.rgb_name(count)), frame, params)
         gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
         if previous is not None:
             field = flow_lib.compute_flow(previous, gray, algorithm=algorithm)
             x, y = flow_lib.encode_flow(field, bound)
-            _imwrite(os.path.join(folder, f"flow_x_{count - 1:05d}.jpg"), x, params)
-            _imwrite(os.path.join(folder, f"flow_y_{count - 1:05d}.jpg"), y, params)
+            name_x, name_y = DEFAULT_LAYOUT.flow_names(count - 1)
+            _imwrite(os.path.join(folder, name_x), x, params)
+            _imwrite(os.path.join(folder, name_y), y, params)
         previous = gray
     if count < 2:
         raise VideoTooShortError(
@@ -335,18 +333,11 @@ def extract_video(
 
 def _existing_frame_count(folder: str) -> Tuple[int, Optional[str]]:
     """Counts ``img_*.jpg`` of a finished folder; a reason if it looks incomplete."""
-    images = flows_x = flows_y = 0
+    counts = {"rgb": 0, "flow_x": 0, "flow_y": 0, "": 0}
     with os.scandir(folder) as entries:
         for entry in entries:
-            name = entry.name
-            if not name.endswith(".jpg"):
-                continue
-            if name.startswith("img_"):
-                images += 1
-            elif name.startswith("flow_x_"):
-                flows_x += 1
-            elif name.startswith("flow_y_"):
-                flows_y += 1
+            counts[DEFAULT_LAYOUT.kind_of(entry.name)] += 1
+    images, flows_x, flows_y = counts["rgb"], counts["flow_x"], counts["flow_y"]
     if images < 2 or flows_x != images - 1 or flows_y != images - 1:
         return images, (
             f"existing folder {folder} is not a complete extraction ({images} img, "
@@ -595,159 +586,3 @@ def prepare_dataset(
     lists.write_class_names(os.path.join(out, "classes.txt"), class_names)
     lists.write_list_file(os.path.join(out, "all.txt"), report.records)
     return report
-
-
-# --------------------------------------------------------------------------- CLI
-
-_DESCRIPTION = """\
-Extract RGB frames and optical flow from a folder of videos, as TSN does.
-
-SRC holds one folder per class with the videos in it (UCF101 / HMDB51 layout):
-  SRC/<class>/<video>.avi   (.avi .mp4 .mkv .webm .mov .mpg .mpeg .m4v)
-Classes are the folder names sorted case-insensitively (label = index, the
-order of UCF101's classInd.txt); a video's id is its file name without
-extension and must be unique.
-
-OUT receives:
-  OUT/frames/<video>/img_00001.jpg ...     RGB frames resized to W x H
-  OUT/frames/<video>/flow_x_00001.jpg ...  flow from frame i to i+1,
-  OUT/frames/<video>/flow_y_00001.jpg ...  one fewer pair than frames
-                                           (clipped at +-BOUND px, 128 = still)
-  OUT/classes.txt                          class names, line i = label i
-  OUT/all.txt                              "<video> <num_frames> <label>" lines
-
-Each video is written to a hidden temporary folder and renamed when complete;
-re-running skips finished videos. Videos that cannot be decoded are reported
-and skipped; the exit status is then 1 (2 for a bad SRC or arguments)."""
-
-_EPILOG = """\
-example:
-  gated-tsn prepare UCF-101/ data/ucf101 --workers 8
-  gated-tsn prepare videos/ out/ --flow dis --size 340 256   # fast flow
-
-TV-L1 costs about 1 s per frame pair per CPU core at 340x256; DIS about 0.01 s."""
-
-
-def _int_at_least(minimum: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
-        return value
-
-    return parse
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (np.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def _quality(text: str) -> int:
-    value = _int_at_least(0)(text)
-    if value > 100:
-        raise argparse.ArgumentTypeError(f"expected 0-100, got {value}")
-    return value
-
-
-def add_prepare_parser(subparsers) -> argparse.ArgumentParser:
-    """Registers the ``prepare`` subcommand on an ``argparse`` subparsers object.
-
-    The parser's defaults include ``func=run_prepare``, so a CLI can dispatch
-    with ``args.func(args)``.
-
-    Args:
-        subparsers: the object returned by ``parser.add_subparsers()``.
-
-    Returns:
-        The ``prepare`` sub-parser.
-    """
-    parser = subparsers.add_parser(
-        "prepare",
-        help="extract RGB frames and optical flow from class folders of videos",
-        description=_DESCRIPTION,
-        epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("src", metavar="SRC", help="folder with one sub-folder of videos per class")
-    parser.add_argument("out", metavar="OUT", help="output folder (created; must not be inside SRC)")
-    parser.add_argument(
-        "--flow",
-        choices=flow_lib.FLOW_METHODS,
-        default="tvl1",
-        help="optical flow: tvl1 (OpenCV DualTVL1, TSN's, slow) or dis (fast) (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--workers",
-        type=_int_at_least(1),
-        default=1,
-        metavar="N",
-        help="parallel processes, one video each; 1 runs in-process (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--size",
-        type=_int_at_least(2),
-        nargs=2,
-        default=list(DEFAULT_SIZE),
-        metavar=("W", "H"),
-        help="frame width and height in pixels, aspect ratio ignored (default: 340 256)",
-    )
-    parser.add_argument(
-        "--bound",
-        type=_positive_float,
-        default=DEFAULT_BOUND,
-        metavar="PX",
-        help="flow clipping bound in pixels, mapped to 0 and 255 (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--jpeg-quality",
-        type=_quality,
-        default=95,
-        metavar="Q",
-        help="JPEG quality 0-100 of frames and flow (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--no-progress",
-        dest="progress",
-        action="store_false",
-        help="do not show the progress bar",
-    )
-    parser.set_defaults(func=run_prepare)
-    return parser
-
-
-def run_prepare(args: argparse.Namespace) -> int:
-    """Runs ``gated-tsn prepare`` from parsed arguments and prints a summary.
-
-    Returns:
-        The exit status: 0 if every video is extracted, 1 if some failed
-        (each listed on stderr with its reason), 2 if the source folder or
-        an argument is unusable (message on stderr, nothing extracted).
-    """
-    try:
-        report = prepare_dataset(
-            args.src,
-            args.out,
-            flow=args.flow,
-            workers=args.workers,
-            size=tuple(args.size),
-            bound=args.bound,
-            jpeg_quality=args.jpeg_quality,
-            progress=getattr(args, "progress", True),
-        )
-    except (ValueError, OSError) as error:
-        print(f"gated-tsn prepare: error: {error}", file=sys.stderr)
-        return 2
-    lines = report.summary().splitlines()
-    print(lines[0])
-    for line in lines[1:]:
-        print(line, file=sys.stderr)
-    return 0 if report.ok else 1

@@ -180,6 +180,39 @@ def split_records(
     return train_records, test_records, missing
 
 
+def hold_out_validation(
+    train_records: Sequence[VideoRecord], fraction: float
+) -> Tuple[List[VideoRecord], List[VideoRecord]]:
+    """Moves the last ``fraction`` of each class's training videos to a validation set.
+
+    Videos are taken in name order within each class, so for UCF101 mostly
+    whole groups (``gXX``) move and no group straddles the two sets except at
+    the cut. Note that streams trained on the *whole* training split (TSN's
+    released models, for example) have seen these videos: validate such
+    streams on a list they were not trained on.
+
+    Args:
+        train_records: the split's training records.
+        fraction: in [0, 1): the share of each class to hold out (rounded).
+
+    Returns:
+        ``(train, val)``, each in the order of ``train_records``.
+
+    Raises:
+        ValueError: for a fraction outside [0, 1).
+    """
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 <= fraction < 1.0:
+        raise ValueError(f"the validation fraction must be in [0, 1), got {fraction!r}")
+    by_class: Dict[int, List[VideoRecord]] = {}
+    for record in sorted(train_records, key=lambda r: r.video):
+        by_class.setdefault(record.label, []).append(record)
+    held = set()
+    for videos in by_class.values():
+        count = int(round(len(videos) * fraction))
+        held.update(r.video for r in videos[len(videos) - count:])
+    return [r for r in train_records if r.video not in held], [r for r in train_records if r.video in held]
+
+
 # ---------------------------------------------------------------------------
 # Detection and file reading
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 from typing import Iterable, Iterator, Optional, Sequence, Tuple
 
+import math
+
 import cv2
 import numpy as np
 
@@ -22,6 +24,7 @@ __all__ = [
     "VIDEO_EXTENSIONS",
     "VideoDecodeError",
     "count_frames",
+    "frame_rate",
     "iter_frames",
     "iter_frames_bgr",
     "read_frames",
@@ -231,6 +234,22 @@ def count_frames(path: str | os.PathLike) -> int:
     if count == 0:
         raise VideoDecodeError(path, "no frame could be decoded (corrupt or empty video)")
     return count
+
+
+def frame_rate(path: str | os.PathLike, default: float = 25.0) -> float:
+    """The frames per second a video's header records, or ``default`` when the
+    header has none (0, NaN or negative).
+
+    Raises:
+        VideoDecodeError: if the file cannot be opened as a video.
+    """
+    path = os.fspath(path)
+    capture = _open_capture(path)
+    try:
+        fps = capture.get(cv2.CAP_PROP_FPS)
+    finally:
+        capture.release()
+    return float(fps) if fps and math.isfinite(fps) and fps > 0 else float(default)
 
 
 def write_video(

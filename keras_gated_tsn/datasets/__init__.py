@@ -7,6 +7,7 @@ from keras_gated_tsn.datasets.sample_set import (
     SAMPLE_CLASSES,
     SampleClip,
     build_sample_videos,
+    prepare_sample_dataset,
     sample_clips,
     sample_split,
 )
@@ -15,6 +16,7 @@ __all__ = [
     "SAMPLE_CLASSES",
     "SampleClip",
     "build_sample_videos",
+    "prepare_sample_dataset",
     "sample_clips",
     "sample_split",
 ]

@@ -29,10 +29,10 @@ import shutil
 import tempfile
 from typing import Dict, List, Optional, Sequence
 
-import cv2
 import numpy as np
 
 from keras_gated_tsn.data.lists import VideoRecord
+from keras_gated_tsn.data.video import VideoDecodeError, count_frames, frame_rate, read_frames, write_video
 
 SAMPLES_PACKAGE = "keras_gated_tsn.datasets.samples"
 
@@ -355,24 +355,11 @@ def _build_state(out_dir: pathlib.Path, params: dict) -> str:
 
 
 def _read_frames(clip: SampleClip) -> tuple:
-    capture = cv2.VideoCapture(str(clip.path))
+    """All RGB frames of a sample clip and its frame rate."""
     try:
-        if not capture.isOpened():
-            raise RuntimeError(f"cannot open sample clip {clip.path}")
-        fps = capture.get(cv2.CAP_PROP_FPS)
-        frames = []
-        while True:
-            ok, frame = capture.read()
-            if not ok:
-                break
-            frames.append(frame)
-    finally:
-        capture.release()
-    if not frames:
-        raise RuntimeError(f"no frame could be decoded from sample clip {clip.path}")
-    if not fps or not math.isfinite(fps) or fps <= 0:
-        fps = 25.0
-    return frames, fps
+        return read_frames(clip.path), frame_rate(clip.path)
+    except VideoDecodeError as error:
+        raise RuntimeError(f"sample clip {clip.path}: {error.reason}") from error
 
 
 def _cut_clip(
@@ -396,23 +383,54 @@ def _cut_clip(
     return written
 
 
-def _write_video(path: pathlib.Path, frames: List[np.ndarray], fps: float, clip: SampleClip) -> None:
-    height, width = frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
-    try:
-        if not writer.isOpened():
-            raise RuntimeError(f"cannot write {path} (Motion-JPEG AVI) for sample clip {clip.path}")
-        for frame in frames:
-            writer.write(frame)
-    finally:
-        writer.release()
-    check = cv2.VideoCapture(str(path))
-    try:
-        count = int(check.get(cv2.CAP_PROP_FRAME_COUNT)) if check.isOpened() else 0
-    finally:
-        check.release()
+def _write_video(path: pathlib.Path, frames: np.ndarray, fps: float, clip: SampleClip) -> None:
+    """Writes RGB ``frames`` as a Motion-JPEG AVI and checks that it decodes to as many."""
+    write_video(path, frames, fps, fourcc="MJPG")
+    count = count_frames(path)
     if count != len(frames):
         raise RuntimeError(
             f"{path}: wrote {len(frames)} frames from sample clip {clip.path} but the file "
             f"holds {count}"
         )
+
+
+def prepare_sample_dataset(
+    out_dir: str | os.PathLike,
+    frames_per_clip: int = 16,
+    frame_size: Sequence[int] = (128, 96),
+    *,
+    progress: bool = True,
+) -> pathlib.Path:
+    """The embedded sample clips as a prepared dataset with train/val/test lists.
+
+    Cuts the clips into sub-clips under ``out_dir/videos``
+    (:func:`build_sample_videos`), extracts frames and DIS flow at
+    ``frame_size`` into ``out_dir/dataset`` (``gated-tsn prepare``) and writes
+    :func:`sample_split`'s lists there. With the defaults: 3 classes, 28 / 10 /
+    11 sub-clips of 16 frames.
+
+    Args:
+        out_dir: output folder (created).
+        frames_per_clip: frames per sub-clip.
+        frame_size: ``(width, height)`` of the extracted frames in pixels.
+        progress: show the extraction progress bar.
+
+    Returns:
+        The prepared dataset folder ``out_dir/dataset``.
+
+    Raises:
+        RuntimeError: if a sample clip could not be extracted (the message
+            holds the extraction report).
+    """
+    from keras_gated_tsn.data.lists import write_list_file
+    from keras_gated_tsn.data.prepare import prepare_dataset
+
+    out_dir = pathlib.Path(out_dir)
+    videos = build_sample_videos(out_dir / "videos", frames_per_clip=frames_per_clip)
+    data_dir = out_dir / "dataset"
+    report = prepare_dataset(videos, data_dir, flow="dis", size=tuple(frame_size), progress=progress)
+    if not report.ok:
+        raise RuntimeError(f"the sample clips could not all be prepared:\n{report.summary()}")
+    for name, records in sample_split(report.records).items():
+        write_list_file(data_dir / f"{name}.txt", records)
+    return data_dir

@@ -23,20 +23,6 @@ from keras_gated_tsn.evaluation.scores import ScoreFile
 GATE_FIELDS = ("fused", "gating_classifier", "fusion_weights")
 
 
-def _is_gated(model: keras.Model) -> bool:
-    return {layer.name for layer in model.inputs} >= {"rgb", "flow"} or (
-        isinstance(model.output, dict) and "fused" in model.output
-    )
-
-
-def _input_geometry(model: keras.Model, name: str):
-    for tensor in model.inputs:
-        if tensor.name.split(":")[0] == name or len(model.inputs) == 1:
-            size, channels = tensor.shape[2], tensor.shape[-1]
-            return size, channels
-    raise ValueError(f"model {model.name!r} has no input named {name!r}")
-
-
 def evaluate(
     records: Sequence[VideoRecord] | str | os.PathLike,
     frames_root: str | os.PathLike,
@@ -55,7 +41,7 @@ def evaluate(
     Either ``gated_model`` (a :func:`~keras_gated_tsn.models.GatedTSN`: the
     score file then also holds ``fused``, ``gating_classifier`` and
     ``fusion_weights``), or one or both of ``rgb_model`` / ``flow_model``
-    (TSN streams). Input size and flow length are read off the models.
+    (TSN streams). Input size and flow length are read from the models' configs.
 
     Each video's ``V = num_frames · crops`` views go through the model as one
     batch of V clips with one segment each, so the segmental consensus is the
@@ -79,33 +65,33 @@ def evaluate(
 
     Raises:
         ValueError: if no model, or both a gated model and streams, are
-            given, or the models disagree on input size or classes.
+            given, a model is not of the package's kind (GatedTSN, TSN of the
+            right modality), or the models disagree on input size or classes.
     """
     if gated_model is not None and (rgb_model is not None or flow_model is not None):
         raise ValueError("give either gated_model or rgb_model/flow_model, not both")
     if gated_model is None and rgb_model is None and flow_model is None:
         raise ValueError("give a gated model or at least one stream model")
 
+    from keras_gated_tsn.models import TSN, GatedTSN
+
     if gated_model is not None:
-        modality = "rgb+flow"
-        size, _ = _input_geometry(gated_model, "rgb")
-        _, flow_channels = _input_geometry(gated_model, "flow")
-        new_length = flow_channels // 2
+        if not isinstance(gated_model, GatedTSN):
+            raise ValueError(f"gated_model must be a GatedTSN, got {type(gated_model).__name__}")
+        modality, size, new_length = "rgb+flow", gated_model.input_size, gated_model.new_length
+        metadata = {"backbone": gated_model.backbone, "model": "gated_tsn"}
     else:
-        modality = "rgb+flow" if (rgb_model is not None and flow_model is not None) else (
-            "rgb" if rgb_model is not None else "flow"
-        )
-        sizes = set()
-        new_length = None
-        if rgb_model is not None:
-            sizes.add(_input_geometry(rgb_model, "rgb")[0])
-        if flow_model is not None:
-            size_flow, flow_channels = _input_geometry(flow_model, "flow")
-            sizes.add(size_flow)
-            new_length = flow_channels // 2
+        streams = {name: model for name, model in (("rgb", rgb_model), ("flow", flow_model)) if model is not None}
+        for name, model in streams.items():
+            if not isinstance(model, TSN) or model.modality != name:
+                raise ValueError(f"{name}_model must be a TSN stream of modality {name!r}, got {model.name!r}")
+        sizes = sorted({model.input_size for model in streams.values()})
         if len(sizes) != 1:
-            raise ValueError(f"the stream models disagree on input size: {sorted(sizes)}")
-        size = sizes.pop()
+            raise ValueError(f"the stream models disagree on input size: {sizes}")
+        modality = "rgb+flow" if len(streams) == 2 else next(iter(streams))
+        size = sizes[0]
+        new_length = flow_model.new_length if flow_model is not None else None
+        metadata = {"backbone": next(iter(streams.values())).backbone, "model": "streams"}
 
     dataset = pipeline.make_test_dataset(
         records, frames_root, modality, num_frames=num_frames, crops=crops,
@@ -145,6 +131,6 @@ def evaluate(
         class_names=np.asarray(list(class_names)),
         num_frames=num_frames,
         num_crops=crops,
-        metadata={"modality": modality, "input_size": int(size)},
+        metadata={**metadata, "modality": modality, "input_size": int(size)},
         **stacked,
     )

@@ -5,11 +5,12 @@ returns all constructor arguments from ``get_config()`` and computes with
 ``keras.ops`` only, so models that use them save and load as ``.keras``.
 """
 
+from keras_gated_tsn.layers.frozen_bn import FrozenBatchNormalization
 from keras_gated_tsn.layers.fusion import GatedFusion
 from keras_gated_tsn.layers.lrn import LocalResponseNormalization
 from keras_gated_tsn.layers.preprocessing import ModalityPreprocessing
 from keras_gated_tsn.layers.segments import SegmentConsensus, SegmentFold
 
 __all__ = [
-    "GatedFusion", "LocalResponseNormalization", "ModalityPreprocessing", "SegmentConsensus", "SegmentFold",
+    "FrozenBatchNormalization", "GatedFusion", "LocalResponseNormalization", "ModalityPreprocessing", "SegmentConsensus", "SegmentFold",
 ]

@@ -1,6 +1,8 @@
-"""Stream (TSN) and gated two-stream models."""
+"""Stream (TSN) and gated two-stream models: registered Keras models whose
+config is their constructor arguments, so a loaded ``.keras`` file says what
+it is."""
 
 from keras_gated_tsn.models.gated_tsn import GatedTSN
-from keras_gated_tsn.models.tsn import TSN, cross_modality_kernel, init_from_rgb, set_partial_bn
+from keras_gated_tsn.models.tsn import TSN, init_from_rgb
 
-__all__ = ["TSN", "GatedTSN", "cross_modality_kernel", "init_from_rgb", "set_partial_bn"]
+__all__ = ["GatedTSN", "TSN", "init_from_rgb"]

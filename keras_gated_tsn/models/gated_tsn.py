@@ -1,46 +1,100 @@
 """The gated TSN: two frozen streams and the gating ConvNet (gated TSN paper,
-Sec. III, Fig. 1; the authors' ``gating_three_2`` prototxt)."""
+Sec. III, Fig. 1; the authors' ``gating_three_2`` prototxts)."""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
 
 import keras
 import numpy as np
 from keras import layers
 
-from keras_gated_tsn.backbones import backbone_of, get_backbone_module
+from keras_gated_tsn.backbones import get_backbone
 from keras_gated_tsn.layers import GatedFusion, SegmentConsensus
-from keras_gated_tsn.models.tsn import stream_pooling
+from keras_gated_tsn.models.common import check_choice, check_ratio, compile_from_config
+from keras_gated_tsn.models.tsn import CLASSIFIER, TSN, stream_pooling
+from keras_gated_tsn.weights.transfer import copy_weights_by_name
 
-FEATURE_FUSIONS = ("conv", "concat")
+#: How the two streams' feature maps enter the gating ConvNet.
+FEATURE_FUSIONS = ("conv", "concat", "concat_height")
 GATE_ACTIVATIONS = ("relu", "softmax")
+FUSION_INITIALIZERS = ("xavier", "identity")
 #: Output names of the gated model, in order.
 OUTPUTS = ("fused", "rgb", "flow", "gating_classifier", "fusion_weights")
+#: Outputs that carry class scores (pre-softmax) and take a cross-entropy loss or an accuracy.
+SCORED_OUTPUTS = ("fused", "gating_classifier", "rgb", "flow")
+#: The two heads of the gating ConvNet (new layers, never initialised from a backbone).
+GATE_HEADS = ("gating_fc-action", "gating_fc_classify")
+
+StreamLike = Union[TSN, dict]
 
 
-def GatedTSN(
-    rgb_model: keras.Model,
-    flow_model: keras.Model,
-    fusion_layer: Optional[str] = None,
-    feature_fusion: str = "conv",
-    gate_activation: str = "relu",
-    dropout: float = 0.8,
-    fusion_initializer: str = "xavier",
-    init_gate_from_rgb: bool = True,
-    name: str = "gated_tsn",
-) -> keras.Model:
+def _stream_config(stream: StreamLike, modality: str) -> dict:
+    if isinstance(stream, TSN):
+        config = stream.get_config()
+    elif isinstance(stream, dict):
+        config = dict(stream)
+    else:
+        raise ValueError(
+            f"the {modality} stream must be a keras_gated_tsn.models.TSN (or its config), "
+            f"got {type(stream).__name__}"
+        )
+    if config.get("modality") != modality:
+        raise ValueError(f"the {modality} stream must have modality {modality!r}, got {config.get('modality')!r}")
+    return config
+
+
+def _frozen_stream(config: dict, source: Optional[TSN], fusion_layer: str, stream_dropout: bool) -> keras.Model:
+    """A frozen copy of a stream that returns ``[features at fusion_layer, scores]``.
+
+    The copy is built from the stream's config (without its dropout unless
+    ``stream_dropout``) and takes ``source``'s weights by layer name; the
+    caller's model is left as it is.
+    """
+    modality = config["modality"]
+    copy_config = {**config, "name": f"{modality}_tsn", "backbone_weights": None}
+    if not stream_dropout:
+        copy_config["dropout"] = 0.0
+    copy = TSN(**copy_config)
+    if source is not None:
+        copy_weights_by_name(source, copy)
+    stream = keras.Model(
+        copy.input, [copy.get_layer(fusion_layer).output, copy.output], name=f"{modality}_stream"
+    )
+    stream.trainable = False
+    return stream
+
+
+def _fusion_conv(channels_in: int, channels: int, initializer: str, name: str) -> layers.Conv2D:
+    """The 1x1 convolution of conv fusion (2D -> D) or of the authors'
+    height-concatenation network (D -> D)."""
+    if initializer == "xavier":
+        # Caffe's xavier filler: uniform, variance 1 / fan_in; the prototxt's bias 0.2.
+        kernel_init = keras.initializers.VarianceScaling(1.0, "fan_in", "uniform")
+        bias_init = keras.initializers.Constant(0.2)
+    else:
+        copies = channels_in // channels
+        eye = np.eye(channels, dtype="float32") / copies
+        kernel_init = keras.initializers.Constant(np.concatenate([eye] * copies)[None, None])
+        bias_init = "zeros"
+    return layers.Conv2D(channels, 1, kernel_initializer=kernel_init, bias_initializer=bias_init, name=name)
+
+
+@keras.saving.register_keras_serializable(package="keras_gated_tsn")
+class GatedTSN(keras.Model):
     """Gated TSN: adaptive, per-video fusion weights for the two streams.
 
-    The two TSN streams are copied into the model (the caller's models are left
-    as they are), frozen, and run in inference mode.
-    Their feature maps at ``fusion_layer`` (the paper's "feature snippets")
-    are combined — concatenated along channels (flow first, then RGB, as in
-    the authors' prototxt) and, for ``"conv"`` fusion, reduced back to D
-    channels by a 1x1 convolution (eqs. (8)-(9)). The gating ConvNet is the
-    backbone's layers after ``fusion_layer`` with its own weights (copied from
-    the RGB stream when ``init_gate_from_rgb``; BN in inference mode with
-    trainable scale/shift, like Caffe's frozen BN), then global average
+    The two TSN streams are rebuilt inside the model from their configs, take
+    the given streams' weights (the caller's models are left as they are),
+    and are frozen: their BN layers run in inference mode, and by default
+    their dropout is off, so the gate learns on the scores it will see at
+    test time (``stream_dropout=True`` keeps it on while training, as the
+    authors' Caffe network did). Their feature maps at ``fusion_layer`` (the
+    paper's "feature snippets") are combined by ``feature_fusion`` and go
+    through the gating ConvNet: the backbone's layers after ``fusion_layer``
+    with their own weights (its BN layers are
+    :class:`~keras_gated_tsn.layers.FrozenBatchNormalization`: global
+    statistics, trained scale and shift, the prototxt's ``frozen: true``),
     pooling, dropout and two heads, each averaged over the segments:
 
     * ``gating_fc-action`` (2 units) → consensus → ReLU (or softmax): the
@@ -50,171 +104,262 @@ def GatedTSN(
       class scores ``G_c``, eq. (3).
 
     Called on ``{"rgb": (B, K, S, S, 3), "flow": (B, K, S, S, 2L)}`` raw
-    clips (see :func:`keras_gated_tsn.models.TSN`) it returns a dict:
+    clips (see :class:`~keras_gated_tsn.models.TSN`) it returns a dict:
 
     * ``fused``: ``(B, C)`` ``w_rgb·G_rgb + w_flow·G_flow``, pre-softmax (eq. (2));
     * ``rgb``, ``flow``: ``(B, C)`` the streams' pre-softmax scores;
     * ``gating_classifier``: ``(B, C)`` pre-softmax ``G_c``;
-    * ``fusion_weights``: ``(B, 2)`` non-negative, order (rgb, flow).
+    * ``fusion_weights``: ``(B, 2)`` float, non-negative, order (rgb, flow).
 
-    Train it with the multi-task loss of eq. (4) —
-    ``CE(fused) + λ·CE(gating_classifier)`` — as per-output losses with
-    ``loss_weights`` (see :func:`keras_gated_tsn.training.compile_gated`).
+    ``compile()`` sets the multi-task loss of eq. (4),
+    ``CE(fused) + λ·CE(gating_classifier)``, as per-output losses with loss
+    weights 1 and λ (``gating_loss_weight``); ``fit(clips, labels)`` takes
+    plain integer labels (every scored output is compared with them).
 
     Args:
-        rgb_model: a trained RGB :func:`~keras_gated_tsn.models.TSN` stream.
-        flow_model: a trained flow stream with the same backbone, input size
-            and classes.
-        fusion_layer: a name in the backbone's ``FEATURE_LAYERS``; default
-            the backbone's ``DEFAULT_FUSION_LAYER``: ``inception_4e_output``
-            for BN-Inception (the paper's best, Table II), the layer before
-            the last conv layer for CaffeNet and VGG16 (Sec. IV-B).
-        feature_fusion: ``"conv"`` (1x1 conv 2D→D, the paper's choice) or
-            ``"concat"`` (the 2D channels go straight into the gating ConvNet,
-            whose first layers then take 2D input channels).
+        rgb_stream: the trained RGB :class:`~keras_gated_tsn.models.TSN`
+            (or its config, which builds it with untrained weights).
+        flow_stream: the trained flow stream (or its config), same backbone,
+            classes and input size.
+        fusion_layer: a feature layer of the backbone; default the
+            backbone's ``default_fusion_layer``: ``inception_4e_output`` for
+            BN-Inception (the paper's best, Table II), the layer before the
+            last conv layer for CaffeNet (``conv4``) and VGG16
+            (``block5_conv2``), Sec. IV-B.
+        feature_fusion:
+
+            * ``"conv"``: the two maps stacked along channels (flow first,
+              then RGB, as in the prototxt) and reduced back to D channels by
+              a 1x1 convolution (eqs. (8)-(9); the paper's choice);
+            * ``"concat"``: stacked along channels only (eq. (8)); the gating
+              ConvNet's first layers take 2D input channels;
+            * ``"concat_height"``: the authors' concatenation network
+              (``gating_three_2_concat``, Tables I and II's "concatenation"
+              rows): the two maps stacked along the height (flow on top), a
+              1x1 convolution D → D, the trunk, then average pooling with
+              one window per stream's half (Caffe: kernel 7, stride 7 at
+              224), so the heads see the two halves' features side by side.
         gate_activation: ``"relu"`` (eq. (6), the paper's choice) or
             ``"softmax"`` (eq. (7)).
-        dropout: ratio before the two heads (paper: 0.8).
-        fusion_initializer: kernel initialiser of the conv fusion:
-            ``"xavier"`` (Caffe's xavier = Keras ``VarianceScaling(1,
-            "fan_in", "uniform")``, bias 0.2, as the prototxt) or
-            ``"identity"`` (``0.5·[I; I]``, bias 0: starts as the average of
-            the two streams' maps, Feichtenhofer et al. 2016 Sec. 3.1).
-        init_gate_from_rgb: copy the RGB stream's weights into the gating
-            ConvNet (the paper initialises it from ImageNet, the streams'
-            starting point; the RGB stream is the closest thing at hand). With
-            concatenation fusion, the first layers' kernels are the RGB
-            kernel halved for each of the two stacked inputs (for a grouped
-            convolution, CaffeNet's ``conv5``, the two groups then see the
-            flow and the RGB maps separately, so this is only a starting
-            point, not an average of the two).
+        dropout: ratio before the two heads (paper Sec. IV-A: 0.8; the
+            authors' conv-fusion prototxt used 0.9).
+        fusion_initializer: kernel initialiser of the fusion convolution:
+            ``"xavier"`` (Caffe's xavier, bias 0.2, as the prototxt) or
+            ``"identity"`` (``[I; I] / 2`` for conv fusion, ``I`` for
+            ``concat_height``; bias 0: starts as the average of the two
+            streams' maps, Feichtenhofer et al. 2016 Sec. 3.1).
+        gate_init: where the gating ConvNet's trunk starts: ``"rgb"`` (the
+            RGB stream's layers), ``"imagenet"`` or a backbone weights file
+            (Algorithm 1, input 2: "the gating ConvNet pretrained on
+            ImageNet"), or None (random). With channel concatenation the
+            first layers' kernels are the source kernel halved for each of
+            the two stacked inputs. Recorded in the config for provenance; a
+            loaded model takes its weights from its file.
+        stream_dropout: keep the frozen streams' dropout active while the
+            gate trains (the prototxt's behaviour); default off.
         name: model name.
-
-    Returns:
-        A functional ``keras.Model`` with two inputs (``rgb``, ``flow``) and
-        the five named outputs above.
 
     Raises:
         ValueError: for an unknown option, a fusion layer that is not a
             feature layer of the backbone, or streams that do not match.
+        FileNotFoundError: for ``gate_init="imagenet"`` when the backbone's
+            ImageNet file is not on disk.
     """
-    if feature_fusion not in FEATURE_FUSIONS:
-        raise ValueError(f"feature_fusion must be one of {FEATURE_FUSIONS}, got {feature_fusion!r}")
-    if gate_activation not in GATE_ACTIVATIONS:
-        raise ValueError(f"gate_activation must be one of {GATE_ACTIVATIONS}, got {gate_activation!r}")
-    if fusion_initializer not in ("xavier", "identity"):
-        raise ValueError(f"fusion_initializer must be 'xavier' or 'identity', got {fusion_initializer!r}")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-    backbone = backbone_of(rgb_model)
-    if backbone_of(flow_model) != backbone:
-        raise ValueError("the RGB and flow streams must use the same backbone")
-    module = get_backbone_module(backbone)
-    fusion_layer = fusion_layer or module.DEFAULT_FUSION_LAYER
-    if fusion_layer not in module.FEATURE_LAYERS:
-        raise ValueError(
-            f"fusion_layer {fusion_layer!r} is not a feature layer of {backbone}; "
-            f"valid: {list(module.FEATURE_LAYERS)}"
-        )
-    num_classes = rgb_model.output.shape[-1]
-    if flow_model.output.shape[-1] != num_classes:
-        raise ValueError(
-            f"streams disagree on classes: rgb {num_classes}, flow {flow_model.output.shape[-1]}"
-        )
-    if rgb_model.input.shape[2:4] != flow_model.input.shape[2:4]:
-        raise ValueError(
-            f"streams disagree on input size: rgb {rgb_model.input.shape}, flow {flow_model.input.shape}"
-        )
 
-    rgb_in = keras.Input(shape=rgb_model.input.shape[1:], name="rgb")
-    flow_in = keras.Input(shape=flow_model.input.shape[1:], name="flow")
-    streams = {}
-    for modality, model, clip in (("rgb", rgb_model, rgb_in), ("flow", flow_model, flow_in)):
-        # The gated model owns a frozen copy of each stream: freezing the
-        # caller's own layers would stop them from training elsewhere.
-        copy = keras.models.clone_model(model)
-        copy.set_weights(model.get_weights())
-        stream = keras.Model(
-            copy.input,
-            [copy.get_layer(fusion_layer).output, copy.output],
-            name=f"{modality}_stream",
-        )
-        stream.trainable = False
-        streams[modality] = stream(clip, training=False)
-    (rgb_features, rgb_scores), (flow_features, flow_scores) = streams["rgb"], streams["flow"]
+    def __init__(
+        self,
+        rgb_stream: StreamLike,
+        flow_stream: StreamLike,
+        fusion_layer: Optional[str] = None,
+        feature_fusion: str = "conv",
+        gate_activation: str = "relu",
+        dropout: float = 0.8,
+        fusion_initializer: str = "xavier",
+        gate_init: Optional[str] = "rgb",
+        stream_dropout: bool = False,
+        name: str = "gated_tsn",
+        **kwargs,
+    ):
+        check_choice("feature_fusion", feature_fusion, FEATURE_FUSIONS)
+        check_choice("gate_activation", gate_activation, GATE_ACTIVATIONS)
+        check_choice("fusion_initializer", fusion_initializer, FUSION_INITIALIZERS)
+        dropout = check_ratio("dropout", dropout)
+        rgb_config = _stream_config(rgb_stream, "rgb")
+        flow_config = _stream_config(flow_stream, "flow")
+        for key in ("backbone", "num_classes", "input_size"):
+            if rgb_config[key] != flow_config[key]:
+                raise ValueError(
+                    f"the streams disagree on {key}: rgb {rgb_config[key]!r}, flow {flow_config[key]!r}"
+                )
+        spec = get_backbone(rgb_config["backbone"])
+        fusion_layer = spec.check_feature_layer(fusion_layer or spec.default_fusion_layer)
+        num_classes = rgb_config["num_classes"]
 
-    x = layers.Concatenate(axis=-1, name=f"gating_{fusion_layer}_concat")(
-        [flow_features, rgb_features]
-    )
-    if feature_fusion == "conv":
-        channels = module.FEATURE_LAYERS[fusion_layer][0]
-        if fusion_initializer == "xavier":
-            kernel_init = keras.initializers.VarianceScaling(1.0, "fan_in", "uniform")
-            bias_init = keras.initializers.Constant(0.2)
+        frozen = {
+            modality: _frozen_stream(
+                config, stream if isinstance(stream, TSN) else None, fusion_layer, stream_dropout
+            )
+            for modality, config, stream in (("rgb", rgb_config, rgb_stream), ("flow", flow_config, flow_stream))
+        }
+        inputs = {
+            modality: keras.Input(shape=stream.input.shape[1:], name=modality)
+            for modality, stream in frozen.items()
+        }
+        rgb_features, rgb_scores = frozen["rgb"](inputs["rgb"])
+        flow_features, flow_scores = frozen["flow"](inputs["flow"])
+
+        channels = spec.feature_layers[fusion_layer][0]
+        axis = 1 if feature_fusion == "concat_height" else -1
+        x = layers.Concatenate(axis=axis, name=f"gating_{fusion_layer}_concat")([flow_features, rgb_features])
+        if feature_fusion != "concat":
+            x = _fusion_conv(
+                x.shape[-1], channels, fusion_initializer, name=f"gating_{fusion_layer}_conv_fusion"
+            )(x)
+        x = spec.build_tail(x, fusion_layer, prefix="gating_", frozen_bn=True)
+        if feature_fusion == "concat_height" and spec.stream_pooling == "avg":
+            height, width = x.shape[1], x.shape[2]
+            if height is None or width is None or height % 2:
+                raise ValueError(
+                    f"concat_height fusion needs an even, known map height after the gating ConvNet, got "
+                    f"{height}x{width} (fusion layer {fusion_layer!r}, input size {rgb_config['input_size']})"
+                )
+            window = (height // 2, width)
+            x = layers.AveragePooling2D(window, strides=window, name="gating_global_pool")(x)
+            x = layers.Flatten(name="gating_flatten")(x)
         else:
-            eye = np.eye(channels, dtype="float32") * 0.5
-            kernel_init = keras.initializers.Constant(np.concatenate([eye, eye])[None, None])
-            bias_init = "zeros"
-        x = layers.Conv2D(
-            channels, 1, kernel_initializer=kernel_init, bias_initializer=bias_init,
-            name=f"gating_{fusion_layer}_conv_fusion",
+            x = stream_pooling(spec, x, prefix="gating_")
+        x = layers.Dropout(dropout, name="gating_dropout")(x)
+        head_init = keras.initializers.RandomNormal(stddev=0.001)
+        # Bias 0.5 (ReLU gate): the gate starts as 1:1 averaging, and no sample
+        # starts with both weights at ReLU's dead zero (the prototxt's bias 0
+        # does not guarantee that).
+        weights_bias = keras.initializers.Constant(0.5 if gate_activation == "relu" else 0.0)
+        weights = layers.Dense(
+            2, kernel_initializer=head_init, bias_initializer=weights_bias, name="gating_fc-action"
         )(x)
-    x = module.build_tail(x, fusion_layer, prefix="gating_", bn_training=False)
-    x = stream_pooling(module, x, prefix="gating_")
-    x = layers.Dropout(dropout, name="gating_dropout")(x)
-    head_init = keras.initializers.RandomNormal(stddev=0.001)
-    # Bias 0.5 (ReLU gate): the gate starts as 1:1 averaging, and no sample
-    # starts with both weights at ReLU's dead zero (the prototxt's bias 0
-    # does not guarantee that).
-    weights_bias = keras.initializers.Constant(0.5 if gate_activation == "relu" else 0.0)
-    weights = layers.Dense(
-        2, kernel_initializer=head_init, bias_initializer=weights_bias, name="gating_fc-action"
-    )(x)
-    weights = SegmentConsensus(name="gating_segment_consensus")([weights, rgb_in])
-    weights = layers.Activation(gate_activation, name="fusion_weights")(weights)
-    classify = layers.Dense(num_classes, kernel_initializer=head_init, name="gating_fc_classify")(x)
-    classify = SegmentConsensus(name="gating_classifier")([classify, rgb_in])
-    fused = GatedFusion(name="fused")([weights, rgb_scores, flow_scores])
-    rgb_out = layers.Identity(name="rgb_scores")(rgb_scores)
-    flow_out = layers.Identity(name="flow_scores")(flow_scores)
-    model = keras.Model(
-        {"rgb": rgb_in, "flow": flow_in},
-        {
+        weights = SegmentConsensus(name="gating_segment_consensus")([weights, inputs["rgb"]])
+        weights = layers.Activation(gate_activation, dtype="float32", name="fusion_weights")(weights)
+        classify = layers.Dense(num_classes, kernel_initializer=head_init, name="gating_fc_classify")(x)
+        classify = SegmentConsensus(name="gating_classifier")([classify, inputs["rgb"]])
+        fused = GatedFusion(name="fused")([weights, rgb_scores, flow_scores])
+        outputs = {
             "fused": fused,
-            "rgb": rgb_out,
-            "flow": flow_out,
+            "rgb": layers.Identity(name="rgb_scores")(rgb_scores),
+            "flow": layers.Identity(name="flow_scores")(flow_scores),
             "gating_classifier": classify,
             "fusion_weights": weights,
-        },
-        name=name,
-    )
-    if init_gate_from_rgb:
-        _init_gate(model, rgb_model)
-    return model
-
-
-_GATE_HEADS = ("gating_fc-action", "gating_fc_classify")
-
-
-def _init_gate(gated: keras.Model, rgb_model: keras.Model) -> None:
-    """Copies RGB-stream weights into the gating ConvNet's ``gating_*`` twins."""
-    for layer in gated.layers:
-        if not layer.name.startswith("gating_") or not layer.weights or layer.name in _GATE_HEADS:
-            continue
-        source_name = layer.name[len("gating_") :]
-        try:
-            source = rgb_model.get_layer(source_name)
-        except ValueError:
-            continue  # new layers: conv fusion, the two heads
-        new = []
-        for mine, theirs in zip(layer.get_weights(), source.get_weights()):
-            if mine.shape == theirs.shape:
-                new.append(theirs)
-            elif mine.ndim == 4 and mine.shape[2] == 2 * theirs.shape[2]:
-                new.append(np.concatenate([theirs, theirs], axis=2) * 0.5)
-            else:
-                raise ValueError(
-                    f"gating layer {layer.name!r}: cannot initialise {mine.shape} from "
-                    f"{source_name!r} {theirs.shape}"
+        }
+        super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
+        self.rgb_stream_config = rgb_config
+        self.flow_stream_config = flow_config
+        self.backbone = spec.name
+        self.fusion_layer = fusion_layer
+        self.feature_fusion = feature_fusion
+        self.gate_activation = gate_activation
+        self.dropout = dropout
+        self.fusion_initializer = fusion_initializer
+        self.stream_dropout = bool(stream_dropout)
+        self.gate_init = None if gate_init is None else str(gate_init)
+        if gate_init == "rgb":
+            if isinstance(rgb_stream, TSN):
+                self._init_gate_from(rgb_stream)
+        elif gate_init is not None:
+            self._init_gate_from(
+                spec.builder(
+                    include_top=False, weights=gate_init,
+                    input_shape=(rgb_config["input_size"], rgb_config["input_size"], 3),
                 )
-        layer.set_weights(new)
+            )
+
+    # ------------------------------------------------------------------ info
+    @property
+    def num_classes(self) -> int:
+        return int(self.rgb_stream_config["num_classes"])
+
+    @property
+    def input_size(self) -> int:
+        return int(self.rgb_stream_config["input_size"])
+
+    @property
+    def new_length(self) -> int:
+        return int(self.flow_stream_config["new_length"])
+
+    def _init_gate_from(self, source: keras.Model) -> None:
+        """Copies ``source``'s weights into the gating ConvNet's ``gating_*`` twins
+        (none when the fusion layer is the backbone's last: the trunk is empty)."""
+        copy_weights_by_name(source, self, prefix="gating_", skip=(CLASSIFIER,), channel_rule="stacked")
+
+    # -------------------------------------------------------------- training
+    def compile(self, optimizer="auto", loss="auto", loss_weights=None, metrics="auto", *,
+                gating_loss_weight: float = 1.0, **kwargs):
+        """``keras.Model.compile`` with eq. (4) for what is ``"auto"``.
+
+        Loss ``CE(y, fused) + λ·CE(y, gating_classifier)`` on pre-softmax
+        scores with integer labels: per-output cross-entropies with
+        ``loss_weights`` ``{"fused": 1, "gating_classifier": λ}``. λ = 0 is
+        stage 2 of Algorithm 1 (fusion weights only), λ = 1 stage 3 (paper
+        Sec. IV-A; the authors' conv-fusion prototxt used 0.1). Metrics: top-1
+        ``accuracy`` of ``fused``, the gating classifier and each stream. The
+        optimizer: :func:`~keras_gated_tsn.training.recipes.make_optimizer`
+        with the gate stage's recipe.
+
+        Args:
+            gating_loss_weight: λ >= 0 (ignored when ``loss_weights`` is given).
+
+        Raises:
+            ValueError: for a negative λ.
+        """
+        from keras_gated_tsn.training import recipes
+
+        if gating_loss_weight < 0:
+            raise ValueError(f"gating_loss_weight (lambda) must be >= 0, got {gating_loss_weight!r}")
+        if optimizer == "auto":
+            optimizer = recipes.make_optimizer(recipes.stage_recipe("gate").learning_rate)
+        if loss == "auto":
+            loss = {"fused": recipes.classification_loss(), "gating_classifier": recipes.classification_loss()}
+        if loss_weights is None and isinstance(loss, dict):
+            loss_weights = {"fused": 1.0, "gating_classifier": float(gating_loss_weight)}
+        if metrics == "auto":
+            metrics = {name: [recipes.accuracy_metric()] for name in SCORED_OUTPUTS}
+        super().compile(optimizer=optimizer, loss=loss, loss_weights=loss_weights, metrics=metrics, **kwargs)
+
+    def _targets(self, y):
+        """Plain labels ``(B,)`` → the label of every output (Keras asks for one
+        per compiled output); a dict is taken as it is."""
+        if y is None or isinstance(y, dict):
+            return y
+        return {name: y for name in OUTPUTS}
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        return super().compute_loss(x, self._targets(y), y_pred, sample_weight, training)
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        return super().compute_metrics(x, self._targets(y), y_pred, sample_weight)
+
+    def compile_from_config(self, config):
+        compile_from_config(self, config)
+
+    # --------------------------------------------------------- serialization
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "rgb_stream": dict(self.rgb_stream_config),
+            "flow_stream": dict(self.flow_stream_config),
+            "fusion_layer": self.fusion_layer,
+            "feature_fusion": self.feature_fusion,
+            "gate_activation": self.gate_activation,
+            "dropout": self.dropout,
+            "fusion_initializer": self.fusion_initializer,
+            "gate_init": self.gate_init,
+            "stream_dropout": self.stream_dropout,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        # The weights come from the saved file: no initialisation from elsewhere.
+        provenance = config.pop("gate_init", None)
+        model = cls(**config, gate_init=None)
+        model.gate_init = provenance
+        return model

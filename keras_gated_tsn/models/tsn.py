@@ -6,30 +6,29 @@ from __future__ import annotations
 from typing import Optional
 
 import keras
-import numpy as np
 from keras import layers
 
-from keras_gated_tsn.backbones import get_backbone_module
-from keras_gated_tsn.backbones.weights import copy_weights_by_name, cross_modality_kernel  # noqa: F401
+from keras_gated_tsn.backbones import get_backbone
 from keras_gated_tsn.layers import ModalityPreprocessing, SegmentConsensus, SegmentFold
 from keras_gated_tsn.layers.preprocessing import MODALITIES
+from keras_gated_tsn.models.common import check_int, check_ratio, compile_from_config
+from keras_gated_tsn.weights.transfer import copy_weights_by_name
 
 #: Name of the new classifier (Caffe ``fc-action``).
 CLASSIFIER = "fc-action"
 
 
-def TSN(
-    backbone: str = "bn_inception",
-    modality: str = "rgb",
-    num_classes: int = 101,
-    num_segments: int = 3,
-    input_size: int = 224,
-    new_length: int = 5,
-    dropout: Optional[float] = None,
-    partial_bn: bool = True,
-    backbone_weights: Optional[str] = None,
-    name: Optional[str] = None,
-) -> keras.Model:
+def stream_pooling(spec, x, prefix: str = ""):
+    """The backbone's way from its last feature map to a classifier's input:
+    global average pooling (``global_pool``, BN-Inception) or flattening
+    (``flatten``, CaffeNet / VGG16, whose fully connected layers are replaced)."""
+    if spec.stream_pooling == "avg":
+        return layers.GlobalAveragePooling2D(name=f"{prefix}global_pool")(x)
+    return layers.Flatten(name=f"{prefix}flatten")(x)
+
+
+@keras.saving.register_keras_serializable(package="keras_gated_tsn")
+class TSN(keras.Model):
     """A TSN stream: preprocessing → segments folded → backbone → dropout → fc
     → average consensus of the pre-softmax scores.
 
@@ -42,132 +41,192 @@ def TSN(
 
     Output: ``(B, num_classes)`` float pre-softmax class scores averaged over
     the K segments (TSN's segmental consensus, Wang et al. 2016 eq. (1)).
-    Train with ``SparseCategoricalCrossentropy(from_logits=True)``.
+    ``compile()`` with no arguments uses the paper's recipe
+    (:func:`keras_gated_tsn.training.recipes.make_optimizer`, cross-entropy on
+    the scores, top-1 accuracy); ``fit(clips, labels)`` takes integer labels.
+
+    The model is a Keras functional model whose configuration is its
+    constructor arguments, so a saved ``.keras`` file says what it is
+    (``model.backbone``, ``model.modality``, ``model.num_classes``, ...).
 
     Args:
-        backbone: ``"bn_inception"`` (or another name of
-            :func:`keras_gated_tsn.backbones.available_backbones`).
+        backbone: a registered backbone name
+            (:func:`keras_gated_tsn.backbones.backbone_names`).
         modality: ``"rgb"`` (spatial stream) or ``"flow"`` (temporal stream).
         num_classes: number of action classes (UCF101: 101).
         num_segments: K, the segments the stream is trained with (TSN: 3;
-            1 is the original two-stream network). Recorded in the model
-            name; the input accepts any K.
-        input_size: S, the crop size (224 in the papers; at least the
-            backbone's ``MIN_INPUT_SIZE``).
-        new_length: L, stacked flow frames per snippet (TSN: 5).
-        dropout: ratio before the classifier; default the backbone's
-            ``STREAM_DROPOUT``: 0.8 RGB / 0.7 flow for BN-Inception (TSN),
-            0.8 for both with CaffeNet and VGG16 (gated TSN paper, Sec. IV-B).
+            1 is the original two-stream network). The input accepts any K.
+        input_size: S, the crop side in pixels (224 in the papers; at least
+            the backbone's ``min_input_size``).
+        new_length: L, stacked flow frames per snippet (TSN: 5); the RGB
+            stream takes one frame.
+        dropout: ratio before the classifier, in [0, 1); default the
+            backbone's ``stream_dropout``: 0.8 RGB / 0.7 flow for BN-Inception
+            (TSN), 0.8 for both with CaffeNet and VGG16 (gated TSN paper,
+            Sec. IV-B).
         partial_bn: freeze every BN layer but the first (TSN's partial BN:
             ``trainable=False`` runs them in inference mode and freezes their
-            scale and shift). Undo with :func:`set_partial_bn`.
+            scale and shift). Change it later with :meth:`set_partial_bn`.
         backbone_weights: backbone weights to start from: a registered name
             (``"imagenet"``) or a weights file of the backbone (see
-            :mod:`keras_gated_tsn.backbones.weights`). RGB weights given to a
-            flow stream are loaded with TSN's cross-modality initialisation.
+            :mod:`keras_gated_tsn.weights.pretrained`), loaded into the
+            backbone as it is built. RGB weights given to a flow stream are
+            loaded with TSN's cross-modality initialisation. Recorded in the
+            config for provenance; a loaded model takes its weights from its
+            file.
         name: model name; default ``tsn_<modality>_<backbone>_k<K>``.
-
-    Returns:
-        A functional ``keras.Model`` with input named after the modality,
-        the backbone's layers under their Caffe names and the classifier
-        ``fc-action``.
 
     Raises:
         ValueError: for an unknown backbone or modality, or a value out of
-            range (the message quotes it).
+            range (the message quotes it); for weights that do not fit.
+        FileNotFoundError: for registered weights that are not on disk.
     """
-    module = get_backbone_module(backbone)
-    if modality not in MODALITIES:
-        raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
-    for arg, value, low in (
-        ("num_classes", num_classes, 1),
-        ("num_segments", num_segments, 1),
-        ("input_size", input_size, module.MIN_INPUT_SIZE),
-        ("new_length", new_length, 1),
+
+    def __init__(
+        self,
+        backbone: str = "bn_inception",
+        modality: str = "rgb",
+        num_classes: int = 101,
+        num_segments: int = 3,
+        input_size: int = 224,
+        new_length: int = 5,
+        dropout: Optional[float] = None,
+        partial_bn: bool = True,
+        backbone_weights: Optional[str] = None,
+        name: Optional[str] = None,
+        **kwargs,
     ):
-        if not isinstance(value, (int, np.integer)) or value < low:
-            raise ValueError(f"{arg} must be an int >= {low}, got {value!r}")
-    if dropout is None:
-        dropout = module.STREAM_DROPOUT[modality]
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-    channels = 3 if modality == "rgb" else 2 * new_length
+        spec = get_backbone(backbone)
+        if modality not in MODALITIES:
+            raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
+        check_int("num_classes", num_classes, 1)
+        check_int("num_segments", num_segments, 1)
+        check_int("input_size", input_size, spec.min_input_size)
+        check_int("new_length", new_length, 1)
+        dropout = spec.stream_dropout[modality] if dropout is None else check_ratio("dropout", dropout)
+        channels = 3 if modality == "rgb" else 2 * int(new_length)
 
-    clip = keras.Input(shape=(None, input_size, input_size, channels), name=modality)
-    x = ModalityPreprocessing(modality, bgr_mean=module.BGR_MEAN, name=f"{modality}_preprocessing")(clip)
-    x = SegmentFold(name="segment_fold")(x)
-    base = module.BUILDER(
-        include_top=False, input_tensor=x, pooling=None, weights=None, name=f"{backbone}_{modality}"
-    )
-    x = stream_pooling(module, base.output)
-    x = layers.Dropout(dropout, name="dropout")(x)
-    x = layers.Dense(
-        num_classes,
-        kernel_initializer=keras.initializers.RandomNormal(stddev=0.001),
-        bias_initializer="zeros",
-        name=CLASSIFIER,
-    )(x)
-    scores = SegmentConsensus(name="segment_consensus")([x, clip])
-    model = keras.Model(
-        clip, scores, name=name or f"tsn_{modality}_{backbone}_k{num_segments}"
-    )
-    if backbone_weights is not None:
-        _load_backbone_weights(model, module, backbone, backbone_weights, input_size, channels)
-    if partial_bn:
-        set_partial_bn(model, True)
-    return model
+        clip = keras.Input(shape=(None, input_size, input_size, channels), name=modality)
+        x = ModalityPreprocessing(modality, bgr_mean=spec.bgr_mean, name=f"{modality}_preprocessing")(clip)
+        x = SegmentFold(name="segment_fold")(x)
+        base = spec.builder(
+            include_top=False, input_tensor=x, pooling=None, weights=backbone_weights,
+            name=f"{backbone}_{modality}",
+        )
+        x = stream_pooling(spec, base.output)
+        x = layers.Dropout(dropout, name="dropout")(x)
+        x = layers.Dense(
+            num_classes,
+            kernel_initializer=keras.initializers.RandomNormal(stddev=0.001),
+            bias_initializer="zeros",
+            name=CLASSIFIER,
+        )(x)
+        scores = SegmentConsensus(name="segment_consensus")([x, clip])
+        super().__init__(
+            inputs=clip, outputs=scores, name=name or f"tsn_{modality}_{backbone}_k{num_segments}", **kwargs
+        )
+        self.backbone = backbone
+        self.modality = modality
+        self.num_classes = int(num_classes)
+        self.num_segments = int(num_segments)
+        self.input_size = int(input_size)
+        self.new_length = int(new_length)
+        self.dropout = float(dropout)
+        self.backbone_weights = None if backbone_weights is None else str(backbone_weights)
+        self.partial_bn = bool(partial_bn)
+        self.set_partial_bn(self.partial_bn)
+
+    @property
+    def channels(self) -> int:
+        """Input channels per snippet: 3 (RGB) or 2L (flow)."""
+        return 3 if self.modality == "rgb" else 2 * self.new_length
+
+    @property
+    def snippet_length(self) -> int:
+        """Frames per snippet: 1 (an RGB frame) or L (a flow stack)."""
+        return 1 if self.modality == "rgb" else self.new_length
+
+    def set_partial_bn(self, enabled: bool = True) -> None:
+        """TSN's partial BN: every BN layer but the first frozen (inference
+        mode, scale and shift fixed); ``enabled=False`` makes all of them
+        trainable again. Recorded in the config.
+
+        Source: TSN (Wang et al. 2016), Sec. 3.2 "partial BN".
+        """
+        norms = [layer for layer in self.layers if isinstance(layer, layers.BatchNormalization)]
+        for index, layer in enumerate(norms):
+            layer.trainable = (index == 0) or not enabled
+        self.partial_bn = bool(enabled)
+
+    def init_from(self, source: keras.Model, include_classifier: bool = False) -> None:
+        """Copies another model's weights into this stream by layer name.
+
+        ``source`` is a stream or a backbone with the same backbone layers;
+        a 3-channel (RGB) first convolution fills a flow stream's through
+        :func:`~keras_gated_tsn.weights.transfer.cross_modality_kernel`: TSN's
+        cross-modality pre-training when ``source`` carries ImageNet or RGB
+        stream weights.
+
+        Args:
+            source: a Keras model.
+            include_classifier: also copy ``fc-action`` (same classes only).
+
+        Raises:
+            ValueError: naming the layer and both shapes when weights cannot
+                be matched, or when no layer of ``source`` fills this stream.
+        """
+        copied = copy_weights_by_name(source, self, skip=() if include_classifier else (CLASSIFIER,))
+        if not copied:
+            raise ValueError(f"no layer of {source.name!r} has a namesake with weights in {self.name!r}")
+
+    def compile(self, optimizer="auto", loss="auto", metrics="auto", **kwargs):
+        """``keras.Model.compile`` with the paper's recipe for what is ``"auto"``:
+        :func:`~keras_gated_tsn.training.recipes.make_optimizer` for this
+        stream's modality (SGD as Caffe, lr 1e-3 RGB / 5e-3 flow), cross-entropy
+        on the pre-softmax scores with integer labels, top-1 ``accuracy``."""
+        from keras_gated_tsn.training import recipes
+
+        if optimizer == "auto":
+            optimizer = recipes.make_optimizer(recipes.stage_recipe(self.modality).learning_rate)
+        if loss == "auto":
+            loss = recipes.classification_loss()
+        if metrics == "auto":
+            metrics = [recipes.accuracy_metric()]
+        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+
+    def compile_from_config(self, config):
+        compile_from_config(self, config)
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "backbone": self.backbone,
+            "modality": self.modality,
+            "num_classes": self.num_classes,
+            "num_segments": self.num_segments,
+            "input_size": self.input_size,
+            "new_length": self.new_length,
+            "dropout": self.dropout,
+            "partial_bn": self.partial_bn,
+            "backbone_weights": self.backbone_weights,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        # The weights come from the saved file: do not look for the original files.
+        provenance = config.pop("backbone_weights", None)
+        model = cls(**config)
+        model.backbone_weights = provenance
+        return model
 
 
-def stream_pooling(module, x, prefix: str = ""):
-    """The backbone's way from its last feature map to a classifier's input:
-    global average pooling (``global_pool``, BN-Inception) or flattening
-    (``flatten``, CaffeNet / VGG16, whose fully connected layers are replaced)."""
-    if module.STREAM_POOLING == "avg":
-        return layers.GlobalAveragePooling2D(name=f"{prefix}global_pool")(x)
-    return layers.Flatten(name=f"{prefix}flatten")(x)
+def init_from_rgb(target: TSN, rgb_model: keras.Model, include_classifier: bool = False) -> None:
+    """``target.init_from(rgb_model, include_classifier)``: TSN's cross-modality
+    initialisation of a flow stream from an RGB stream or backbone (see
+    :meth:`TSN.init_from`)."""
+    target.init_from(rgb_model, include_classifier=include_classifier)
 
 
-def _load_backbone_weights(model, module, backbone, weights, input_size, channels):
-    """Loads backbone weights (a registered name or a file) into the stream's
-    backbone layers, by name (cross-modality for a flow stream given RGB weights)."""
-    from keras_gated_tsn.backbones import weights as weights_lib
-
-    kwargs = dict(include_top=False, input_shape=(input_size, input_size, channels), weights=None)
-    reference = module.BUILDER(**kwargs)
-    weights_lib.load_into(reference, backbone, weights, kwargs)
-    copy_weights_by_name(reference, model)
-
-
-def batch_norm_layers(model: keras.Model):
-    """The BatchNormalization layers of ``model`` in graph order."""
-    return [layer for layer in model.layers if isinstance(layer, layers.BatchNormalization)]
-
-
-def set_partial_bn(model: keras.Model, enabled: bool = True) -> None:
-    """TSN's partial BN: every BN layer but the first frozen (inference mode).
-
-    With ``enabled=False`` all BN layers are trainable again.
-    Source: TSN (Wang et al. 2016), Sec. 3.2 "partial BN".
-    """
-    for index, layer in enumerate(batch_norm_layers(model)):
-        layer.trainable = (index == 0) or not enabled
-
-
-def init_from_rgb(target: keras.Model, rgb_model: keras.Model, include_classifier: bool = False) -> None:
-    """Copies an RGB model's backbone weights into ``target`` by layer name.
-
-    Layers whose kernels differ only in input channels (the first conv of a
-    flow stream) get :func:`cross_modality_kernel`. This is TSN's
-    cross-modality pre-training when ``rgb_model`` carries ImageNet (or
-    RGB-stream) weights.
-
-    Args:
-        target: a model built by :func:`TSN` (any modality).
-        rgb_model: a model with the same backbone (TSN stream or backbone).
-        include_classifier: also copy ``fc-action`` (same classes only).
-
-    Raises:
-        ValueError: naming the layer and both shapes when weights cannot be
-            matched.
-    """
-    copy_weights_by_name(rgb_model, target, skip=() if include_classifier else (CLASSIFIER,))
+__all__ = ["CLASSIFIER", "TSN", "init_from_rgb", "stream_pooling"]

@@ -1,19 +1,23 @@
-"""Weight converters: Caffe ``.caffemodel`` and PyTorch ``.pth`` → Keras.
+"""Weights: transfer between models, registered pretrained files, converters.
 
+* :mod:`~keras_gated_tsn.weights.transfer`: copy by layer name, TSN's
+  cross-modality kernel, stacked-input kernels (the one place weights move
+  between Keras models);
+* :mod:`~keras_gated_tsn.weights.pretrained`: ``weights="imagenet"`` and
+  weight files of the backbones;
 * :func:`convert_caffe` / :func:`convert_pytorch` fill a built Keras model in
   place and return a :class:`ConversionReport`;
 * :func:`convert_weights` builds the right model (a backbone, or a TSN stream
-  when the checkpoint carries TSN's classifier) and writes a ``.weights.h5``;
-* :func:`add_convert_parser` / :func:`run_convert`: the ``gated-tsn
-  convert-weights`` subcommand.
+  when the checkpoint carries TSN's classifier) and writes a ``.weights.h5``
+  or a ``.keras`` stream.
 
 Layers are matched by name (Caffe ``/`` → ``_``), kernels transposed to Keras
 layout, BN converted to ``[gamma, beta, moving_mean, moving_variance]``; see
 :mod:`keras_gated_tsn.weights.common` for the rules and ``weights/README.md``
 for the public checkpoints they were written for.
 
-Importing this package is cheap (no TensorFlow, no torch): the names below
-load their module on first use.
+The converter names below load their module on first use (torch only for
+PyTorch files).
 """
 
 import importlib
@@ -29,8 +33,8 @@ _EXPORTS = {
     "load_state_dict": "keras_gated_tsn.weights.pytorch",
     "convert_weights": "keras_gated_tsn.weights.convert",
     "checkpoint_format": "keras_gated_tsn.weights.convert",
-    "add_convert_parser": "keras_gated_tsn.weights.convert",
-    "run_convert": "keras_gated_tsn.weights.convert",
+    "copy_weights_by_name": "keras_gated_tsn.weights.transfer",
+    "cross_modality_kernel": "keras_gated_tsn.weights.transfer",
 }
 
 

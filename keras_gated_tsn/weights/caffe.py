@@ -221,6 +221,7 @@ def convert_caffe(
     rename: Optional[Mapping[str, str]] = None,
     skip: Iterable[str] = (),
     cross_modality: bool = False,
+    allow_partial: bool = False,
 ) -> ConversionReport:
     """Fills ``keras_model`` in place from a ``.caffemodel``.
 
@@ -240,6 +241,8 @@ def convert_caffe(
         cross_modality: fill a Keras first convolution with more input
             channels (a flow model) from a 3-channel RGB kernel by TSN's
             cross-modality initialisation, instead of failing.
+        allow_partial: accept a checkpoint that fills only some of the Keras
+            layers with weights (by default an error naming the others).
 
     Returns:
         A :class:`~keras_gated_tsn.weights.common.ConversionReport`
@@ -256,7 +259,7 @@ def convert_caffe(
     report = ConversionReport(source=path, format="caffe")
     return load_source_layers(
         keras_model, sources, report=report, rename=rename, skip=skip,
-        cross_modality=cross_modality,
+        cross_modality=cross_modality, allow_partial=allow_partial,
     )
 
 

@@ -38,6 +38,8 @@ from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
 import numpy as np
 
+from keras_gated_tsn.weights.transfer import cross_modality_kernel
+
 #: Source layer kinds.
 CONV, DENSE, BN = "conv", "dense", "bn"
 
@@ -181,29 +183,36 @@ def fallback_names(keras_name: str, kind: str) -> List[str]:
     return names
 
 
-def flatten_source_shape(layer) -> Optional[tuple]:
-    """``(h, w, c)`` when the Keras ``Dense`` ``layer`` reads a channels-last
-    ``Flatten`` (possibly through Dropout/Activation layers), else ``None``."""
+def flatten_source_shape(model, layer) -> Optional[tuple]:
+    """``(h, w, c)`` when the Keras ``Dense`` ``layer`` of ``model`` reads a
+    channels-last ``Flatten`` (possibly through Dropout/Activation layers),
+    else ``None``. Walks the graph backwards with the layers' public ``input``
+    and ``output`` tensors."""
     import keras
 
     passthrough = (keras.layers.Dropout, keras.layers.Activation, keras.layers.ReLU)
-    nodes = getattr(layer, "_inbound_nodes", None)
-    if not nodes:
+    producers = {}
+    for candidate in keras_layers(model).values():
+        try:
+            output = candidate.output
+        except (AttributeError, ValueError):  # never called, or called several times
+            continue
+        if not isinstance(output, (list, tuple, dict)):
+            producers[id(output)] = candidate
+    try:
+        tensor = layer.input
+    except (AttributeError, ValueError):
         return None
-    tensors = nodes[0].input_tensors
-    while len(tensors) == 1:
-        history = getattr(tensors[0], "_keras_history", None)
-        if history is None:
-            return None
-        operation = history.operation
-        if isinstance(operation, keras.layers.Flatten):
-            shape = operation._inbound_nodes[0].input_tensors[0].shape
-            if len(shape) != 4 or getattr(operation, "data_format", "channels_last") != "channels_last":
+    while not isinstance(tensor, (list, tuple, dict)):
+        producer = producers.get(id(tensor))
+        if isinstance(producer, keras.layers.Flatten):
+            shape = producer.input.shape
+            if len(shape) != 4 or getattr(producer, "data_format", "channels_last") != "channels_last":
                 return None
             return tuple(shape[1:])
-        if not isinstance(operation, passthrough):
+        if not isinstance(producer, passthrough):
             return None
-        tensors = operation._inbound_nodes[history.node_index].input_tensors
+        tensor = producer.input
     return None
 
 
@@ -230,8 +239,7 @@ def _conv_weights(source: SourceLayer, layer, cross_modality: bool, notes: List[
         and kernel.shape[:2] == expected[:2]
         and kernel.shape[3] == expected[3]
     ):
-        # TSN Sec. 3.2: the mean over colour, replicated to every input channel.
-        kernel = np.repeat(kernel.mean(axis=2, keepdims=True), expected[2], axis=2)
+        kernel = cross_modality_kernel(kernel, expected[2])  # TSN Sec. 3.2
         notes.append(
             f"{layer.name}: RGB kernel averaged over colour and replicated to {expected[2]} input "
             "channels (TSN cross-modality initialisation)"
@@ -245,7 +253,7 @@ def _conv_weights(source: SourceLayer, layer, cross_modality: bool, notes: List[
     return values
 
 
-def _dense_weights(source: SourceLayer, layer, notes: List[str]):
+def _dense_weights(source: SourceLayer, layer, model, notes: List[str]):
     import keras
 
     if not isinstance(layer, keras.layers.Dense):
@@ -254,7 +262,7 @@ def _dense_weights(source: SourceLayer, layer, notes: List[str]):
     if weight.ndim != 2:
         raise TypeError(f"expected a 2-D weight (out, in), got shape {weight.shape}")
     out, inputs = weight.shape
-    flat = flatten_source_shape(layer)
+    flat = flatten_source_shape(model, layer)
     if flat is not None and None not in flat and int(np.prod(flat)) == inputs and np.prod(flat[:2]) > 1:
         height, width, channels = flat
         kernel = (
@@ -325,6 +333,7 @@ def load_source_layers(
     skip: Iterable[str] = (),
     cross_modality: bool = False,
     fallback: Callable[[str, str], List[str]] = fallback_names,
+    allow_partial: bool = False,
 ) -> ConversionReport:
     """Fills the layers of ``model`` from ``sources`` in place (see the module doc).
 
@@ -339,6 +348,9 @@ def load_source_layers(
             convolution with more input channels by TSN's cross-modality
             initialisation (channel mean, replicated) instead of failing.
         fallback: source Keras name, kind → other Keras names to try.
+        allow_partial: accept a checkpoint that leaves some Keras layers with
+            weights unfilled (they keep their initialisation and are listed in
+            ``report.missing``); by default that is an error.
 
     Returns:
         ``report``.
@@ -346,7 +358,9 @@ def load_source_layers(
     Raises:
         ValueError: listing every source layer with weights that has no Keras
             layer, every type mismatch and every shape mismatch (layer names
-            and both shapes); the model is unchanged then.
+            and both shapes), and, unless ``allow_partial``, every Keras layer
+            the checkpoint does not fill (an empty checkpoint fills none); the
+            model is unchanged then.
     """
     rename = dict(rename or {})
     skip = set(skip)
@@ -401,7 +415,7 @@ def load_source_layers(
             if source.kind == CONV:
                 values = _conv_weights(source, layer, cross_modality, notes)
             elif source.kind == DENSE:
-                values = _dense_weights(source, layer, notes)
+                values = _dense_weights(source, layer, model, notes)
             elif source.kind == BN:
                 values = _bn_weights(source, layer, notes)
             else:
@@ -437,6 +451,18 @@ def load_source_layers(
             continue
         assignments.append((source, layer, values, notes))
 
+    filled = {layer.name for _, layer, _, _ in assignments}
+    missing = [
+        name for name, layer in layers.items()
+        if layer.weights and name not in filled and not (hasattr(layer, "layers") and layer.layers)
+    ]
+    if missing and not allow_partial and not problems:
+        total = len(missing) + len(filled)
+        problems.append(
+            f"the checkpoint fills {len(filled)} of the {total} Keras layers with weights; these would keep "
+            f"their random initialisation: {', '.join(missing)} (pass allow_partial=True, CLI "
+            "--allow-partial, to convert a part on purpose)"
+        )
     if problems:
         raise ValueError(
             f"cannot convert {report.source} into model {model.name!r}:\n  - " + "\n  - ".join(problems)
@@ -446,8 +472,5 @@ def load_source_layers(
         layer.set_weights([np.asarray(v).astype(d) for v, d in zip(values, dtypes)])
         report.loaded[layer.name] = source.name
         report.notes.extend(notes)
-    report.missing = [
-        name for name, layer in layers.items()
-        if layer.weights and name not in report.loaded and not (hasattr(layer, "layers") and layer.layers)
-    ]
+    report.missing = missing
     return report

@@ -185,6 +185,7 @@ def convert_pytorch(
     skip: Iterable[str] = (),
     cross_modality: bool = False,
     allow_pickle: bool = False,
+    allow_partial: bool = False,
 ) -> ConversionReport:
     """Fills ``keras_model`` in place from a PyTorch checkpoint.
 
@@ -201,6 +202,8 @@ def convert_pytorch(
         cross_modality: fill a flow model's first convolution from a 3-channel
             RGB kernel by TSN's cross-modality initialisation.
         allow_pickle: see :func:`load_state_dict`.
+        allow_partial: accept a checkpoint that fills only some of the Keras
+            layers with weights (by default an error naming the others).
 
     Returns:
         A :class:`~keras_gated_tsn.weights.common.ConversionReport`.
@@ -217,5 +220,6 @@ def convert_pytorch(
     if meta:
         report.notes.append("checkpoint metadata: " + ", ".join(f"{k}={v!r}" for k, v in meta.items()))
     return load_source_layers(
-        keras_model, sources, report=report, rename=rename, skip=skip, cross_modality=cross_modality
+        keras_model, sources, report=report, rename=rename, skip=skip, cross_modality=cross_modality,
+        allow_partial=allow_partial,
     )

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from keras_gated_tsn.backbones import BNInception, bn_inception, preprocess_input
+from keras_gated_tsn.backbones import BNInception, bn_inception
+from keras_gated_tsn.backbones.bn_inception import preprocess_input
 
 from caffe_reference import caffe_forward  # noqa: E402
 from randomize import randomize  # tests/backbones is on sys.path (pytest prepend mode)

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_gated_tsn.backbones import get_backbone_module
+from keras_gated_tsn.backbones import get_backbone
 from randomize import randomize  # tests/backbones is on sys.path (pytest prepend mode)
 
 CASES = [
@@ -18,13 +18,13 @@ CASES = [
 
 @pytest.mark.parametrize("backbone,size,after", CASES)
 def test_build_tail_reproduces_the_backbone(backbone, size, after):
-    module = get_backbone_module(backbone)
+    spec = get_backbone(backbone)
     rng = np.random.default_rng(3)
-    model = module.BUILDER(include_top=False, input_shape=(size, size, 3))
+    model = spec.builder(include_top=False, input_shape=(size, size, 3))
     randomize(model, rng)
     features = keras.Model(model.input, [model.get_layer(after).output, model.output])
     feature_in = keras.Input(shape=model.get_layer(after).output.shape[1:])
-    tail = keras.Model(feature_in, module.build_tail(feature_in, after, prefix="gating_", bn_training=False))
+    tail = keras.Model(feature_in, spec.build_tail(feature_in, after, prefix="gating_", frozen_bn=True))
     for layer in tail.layers:
         if layer.weights:
             assert layer.name.startswith("gating_")

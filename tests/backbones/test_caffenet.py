@@ -7,12 +7,13 @@ import keras
 import numpy as np
 import pytest
 
-from keras_gated_tsn.backbones import backbone_of, bn_inception, caffenet
+from keras_gated_tsn.backbones import caffenet, get_backbone
 from keras_gated_tsn.backbones.caffenet import CaffeNet
 from keras_gated_tsn.layers import LocalResponseNormalization
-from keras_gated_tsn.models import TSN, GatedTSN, init_from_rgb
+from keras_gated_tsn.models import TSN, GatedTSN
 
 from caffe_reference import _conv, _pool  # tests/backbones is on sys.path (pytest prepend mode)
+from helpers import run_model_saving_test
 from randomize import randomize  # tests/backbones is on sys.path (pytest prepend mode)
 
 #: A small input whose maps are even before pool2 and pool5 (25 → 12 → 6 → 3),
@@ -136,7 +137,6 @@ def test_input_tensor_joins_the_graph():
 
 def test_preprocess_input_is_the_caffe_one():
     assert caffenet.BGR_MEAN == (104.0, 117.0, 123.0)
-    assert caffenet.preprocess_input is bn_inception.preprocess_input
     x = np.array([[[10, 20, 30]]], dtype=np.uint8)
     np.testing.assert_allclose(caffenet.preprocess_input(x, "rgb"), [[[30 - 104, 20 - 117, 10 - 123]]])
 
@@ -255,12 +255,12 @@ def test_matches_caffe_semantics(channels):
 # --- module protocol -------------------------------------------------------------------------------
 
 
-def test_protocol_values():
-    assert caffenet.BUILDER is CaffeNet
-    assert caffenet.DEFAULT_FUSION_LAYER == "conv4" and caffenet.DEFAULT_FUSION_LAYER in caffenet.FEATURE_LAYERS
-    assert caffenet.STREAM_POOLING == "flatten"
-    assert caffenet.SIGNATURE_LAYER == "norm1"
-    assert caffenet.MIN_INPUT_SIZE == 39
+def test_registered_spec():
+    spec = get_backbone("caffenet")
+    assert spec is caffenet.SPEC and spec.builder is CaffeNet and spec.display_name == "CaffeNet"
+    assert spec.default_fusion_layer == "conv4" and spec.feature_layers is caffenet.FEATURE_LAYERS
+    assert spec.stream_pooling == "flatten" and spec.min_input_size == 39
+    assert spec.stream_dropout == {"rgb": 0.8, "flow": 0.8}
     with pytest.raises(ValueError, match="fc7"):
         caffenet.build_tail(keras.Input((13, 13, 384)), "fc7")
 
@@ -289,13 +289,13 @@ def _clips(batch=2, segments=2, seed=0):
 def streams():
     rgb = TSN("caffenet", "rgb", num_classes=CLASSES, num_segments=2, input_size=SIZE)
     flow = TSN("caffenet", "flow", num_classes=CLASSES, num_segments=2, input_size=SIZE)
-    init_from_rgb(flow, rgb)
+    flow.init_from(rgb)
     return rgb, flow
 
 
 def test_streams(streams):
     rgb, flow = streams
-    assert backbone_of(rgb) == backbone_of(flow) == "caffenet"
+    assert rgb.backbone == flow.backbone == "caffenet"
     assert rgb.get_layer("fc-action").kernel.shape == (256, CLASSES)  # flattened 1x1x256 pool5
     assert flow.get_layer("conv1").kernel.shape == (11, 11, 10, 96)
     clips = _clips()
@@ -311,15 +311,8 @@ def test_gated_save_load_round_trip(streams, tmp_path):
     np.testing.assert_array_equal(
         gated.get_layer("gating_conv5").kernel.numpy(), streams[0].get_layer("conv5").kernel.numpy()
     )
-    clips = _clips(seed=1)
-    before = gated.predict(clips, verbose=0)
-    path = str(tmp_path / "gated_caffenet.keras")
-    gated.save(path)
-    loaded = keras.models.load_model(path)
-    after = loaded.predict(clips, verbose=0)
-    assert set(after) == set(before)
-    for key in before:
-        np.testing.assert_array_equal(after[key], before[key], err_msg=key)
+    loaded = run_model_saving_test(gated, _clips(seed=1), tmp_path)
+    assert loaded.backbone == "caffenet" and loaded.fusion_layer == "conv4"
 
 
 def test_gated_concat_fusion_builds(streams):

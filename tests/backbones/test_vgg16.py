@@ -5,9 +5,9 @@ import keras
 import numpy as np
 import pytest
 
-from keras_gated_tsn.backbones import backbone_of, vgg16
+from keras_gated_tsn.backbones import get_backbone, vgg16
 from keras_gated_tsn.backbones.vgg16 import VGG16
-from keras_gated_tsn.models import TSN, GatedTSN, init_from_rgb
+from keras_gated_tsn.models import TSN, GatedTSN
 from randomize import randomize  # tests/backbones is on sys.path (pytest prepend mode)
 
 SMALL = 64
@@ -136,12 +136,11 @@ def test_preprocess_input_is_keras_caffe_mode():
 # --- module protocol -------------------------------------------------------------------------------
 
 
-def test_protocol_values():
-    assert vgg16.BUILDER is VGG16
-    assert vgg16.DEFAULT_FUSION_LAYER == "block5_conv2"
-    assert vgg16.STREAM_POOLING == "flatten"
-    assert vgg16.SIGNATURE_LAYER == "block5_conv3"
-    assert vgg16.MIN_INPUT_SIZE == 32
+def test_registered_spec():
+    spec = get_backbone("vgg16")
+    assert spec is vgg16.SPEC and spec.builder is VGG16 and spec.bgr_mean == (103.939, 116.779, 123.68)
+    assert spec.default_fusion_layer == "block5_conv2"
+    assert spec.stream_pooling == "flatten" and spec.min_input_size == 32
     with pytest.raises(ValueError, match="fc1"):
         vgg16.build_tail(keras.Input((14, 14, 512)), "fc1")
 
@@ -155,13 +154,13 @@ CLASSES = 3
 def streams():
     rgb = TSN("vgg16", "rgb", num_classes=CLASSES, num_segments=1, input_size=SMALL)
     flow = TSN("vgg16", "flow", num_classes=CLASSES, num_segments=1, input_size=SMALL)
-    init_from_rgb(flow, rgb)
+    flow.init_from(rgb)
     return rgb, flow
 
 
 def test_streams_and_gated_model(streams):
     rgb, flow = streams
-    assert backbone_of(rgb) == backbone_of(flow) == "vgg16"
+    assert rgb.backbone == flow.backbone == "vgg16"
     assert rgb.get_layer("fc-action").kernel.shape == (2 * 2 * 512, CLASSES)  # flattened block5_pool
     assert flow.get_layer("block1_conv1").kernel.shape == (3, 3, 10, 64)
     gated = GatedTSN(rgb, flow)

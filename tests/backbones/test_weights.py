@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from keras_gated_tsn.backbones import BNInception
-from keras_gated_tsn.backbones import weights as weights_lib
+from keras_gated_tsn.backbones import BNInception, get_backbone, preprocess_input
 from keras_gated_tsn.models import TSN
 
 SHAPE = (64, 64, 3)
@@ -105,3 +104,29 @@ def test_vgg16_imagenet_without_network_says_which_file_and_where(weights_dir, m
     assert "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5" in message and str(weights_dir) in message
     assert calls["file_hash"] == "6d6bbae143d832006294945121d1f1fc"  # Keras' published md5
     assert calls["origin"].endswith("vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5")
+
+
+def test_preprocess_input_needs_the_backbone():
+    """The backbones subtract different means: the package-level helper will not guess."""
+    x = np.array([[[10, 20, 30]]], np.uint8)  # RGB; the backbones take BGR
+    np.testing.assert_allclose(preprocess_input(x, "bn_inception"), [[[30 - 104, 20 - 117, 10 - 123]]])
+    np.testing.assert_allclose(
+        preprocess_input(x, "vgg16"), [[[30 - 103.939, 20 - 116.779, 10 - 123.68]]], rtol=1e-6
+    )
+    with pytest.raises(TypeError):
+        preprocess_input(x)  # noqa
+    with pytest.raises(ValueError, match="unknown backbone 'resnet'"):
+        preprocess_input(x, "resnet")
+
+
+@pytest.mark.parametrize("name", ["bn_inception", "caffenet", "vgg16"])
+def test_feature_layers_match_the_built_network(name):
+    """Every registered feature layer exists with the channels it declares and
+    a side of about input / stride (timm's feature info, checked)."""
+    spec = get_backbone(name)
+    size = 256
+    model = spec.builder(include_top=False, input_shape=(size, size, 3))
+    for layer, (channels, stride) in spec.feature_layers.items():
+        shape = model.get_layer(layer).output.shape
+        assert shape[-1] == channels, layer
+        assert abs(shape[1] - size / stride) <= size / stride / 2 + 2, (layer, shape, stride)

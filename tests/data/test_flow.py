@@ -70,9 +70,9 @@ def test_compute_flow_input_checks():
 
 
 @pytest.fixture(scope="module")
-def real_gray(shared_data):
+def real_gray(sample_clips_dir):
     """A textured real frame, grayscale uint8 240x320."""
-    rgb = video.read_frames(shared_data / "clips/ucf101/v_SoccerJuggling_g23_c01.avi", max_frames=31)[30]
+    rgb = video.read_frames(sample_clips_dir / "v_SoccerJuggling_g23_c01.avi", max_frames=31)[30]
     return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
 
 

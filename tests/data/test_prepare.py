@@ -3,7 +3,6 @@
 Fast: DIS flow at a small frame size, except one TV-L1 run on a 4-frame cut.
 """
 
-import argparse
 import os
 import shutil
 import subprocess
@@ -13,24 +12,25 @@ import cv2
 import numpy as np
 import pytest
 
+from keras_gated_tsn.cli import build_parser
+from keras_gated_tsn.cli import main as gated_tsn
 from keras_gated_tsn.data import lists, prepare, video
 
 SMALL = (64, 48)  # (width, height)
 
 # id -> (class, file under shared/data, decoded frames)
 CLIPS = {
-    "v_SoccerJuggling_g23_c01": ("SoccerJuggling", "clips/ucf101/v_SoccerJuggling_g23_c01.avi", 240),
-    "TrumanShow_wave_f_nm_np1_fr_med_26": (
-        "wave", "clips/hmdb51/TrumanShow_wave_f_nm_np1_fr_med_26.avi", 48),
-    "RATRACE_wave_f_nm_np1_fr_goo_37": ("wave", "clips/hmdb51/RATRACE_wave_f_nm_np1_fr_goo_37.avi", 72),
+    "v_SoccerJuggling_g23_c01": ("SoccerJuggling", "v_SoccerJuggling_g23_c01.avi", 240),
+    "TrumanShow_wave_f_nm_np1_fr_med_26": ("wave", "TrumanShow_wave_f_nm_np1_fr_med_26.avi", 48),
+    "RATRACE_wave_f_nm_np1_fr_goo_37": ("wave", "RATRACE_wave_f_nm_np1_fr_goo_37.avi", 72),
 }
 
 
-def _make_src(root, shared_data, ids=tuple(CLIPS)):
+def _make_src(root, sample_clips_dir, ids=tuple(CLIPS)):
     for video_id in ids:
         class_name, relative, _ = CLIPS[video_id]
         (root / class_name).mkdir(parents=True, exist_ok=True)
-        shutil.copy(shared_data / relative, root / class_name / f"{video_id}.avi")
+        shutil.copy(sample_clips_dir / relative, root / class_name / f"{video_id}.avi")
     return root
 
 
@@ -39,16 +39,14 @@ def _names(folder, prefix):
 
 
 def _parse(argv):
-    parser = argparse.ArgumentParser(prog="gated-tsn")
-    prepare.add_prepare_parser(parser.add_subparsers(dest="command"))
-    return parser.parse_args(argv)
+    return build_parser().parse_args(argv)
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory, shared_data):
+def prepared(tmp_path_factory, sample_clips_dir):
     """A dataset of 3 real clips in 2 classes, prepared once with DIS at 64x48."""
     root = tmp_path_factory.mktemp("prepared")
-    src = _make_src(root / "src", shared_data)
+    src = _make_src(root / "src", sample_clips_dir)
     (src / "SoccerJuggling" / "notes.txt").write_text("not a video")
     out = root / "out"
     report = prepare.prepare_dataset(src, out, flow="dis", size=SMALL, progress=False)
@@ -109,9 +107,9 @@ def _dead_pid():
     return process.pid
 
 
-def test_bad_videos_are_reported_and_others_finished(tmp_path, shared_data, capsys):
-    src = _make_src(tmp_path / "src", shared_data, ["TrumanShow_wave_f_nm_np1_fr_med_26"])
-    soccer = shared_data / CLIPS["v_SoccerJuggling_g23_c01"][1]
+def test_bad_videos_are_reported_and_others_finished(tmp_path, sample_clips_dir, capsys):
+    src = _make_src(tmp_path / "src", sample_clips_dir, ["TrumanShow_wave_f_nm_np1_fr_med_26"])
+    soccer = sample_clips_dir / CLIPS["v_SoccerJuggling_g23_c01"][1]
     truncated = src / "SoccerJuggling" / "v_truncated.avi"
     truncated.parent.mkdir()
     truncated.write_bytes(soccer.read_bytes()[:3000])  # first bytes of a real .avi
@@ -125,9 +123,7 @@ def test_bad_videos_are_reported_and_others_finished(tmp_path, shared_data, caps
     stale.mkdir(parents=True)
     (stale / "img_00001.jpg").write_bytes(b"half")
 
-    args = _parse(["prepare", str(src), str(out), "--flow", "dis", "--size", "64", "48", "--no-progress"])
-    assert args.func is prepare.run_prepare
-    assert prepare.run_prepare(args) == 1
+    assert gated_tsn(["prepare", str(src), str(out), "--flow", "dis", "--size", "64", "48", "--no-progress"]) == 1
     captured = capsys.readouterr()
     assert "1 done" in captured.out and "3 failed" in captured.out
     for path in (truncated, garbage, one_frame):
@@ -146,8 +142,8 @@ def test_bad_videos_are_reported_and_others_finished(tmp_path, shared_data, caps
     assert all(reason for _, reason in report.failed)
 
 
-def test_incomplete_existing_folder_is_reported(tmp_path, shared_data):
-    src = _make_src(tmp_path / "src", shared_data, ["TrumanShow_wave_f_nm_np1_fr_med_26"])
+def test_incomplete_existing_folder_is_reported(tmp_path, sample_clips_dir):
+    src = _make_src(tmp_path / "src", sample_clips_dir, ["TrumanShow_wave_f_nm_np1_fr_med_26"])
     folder = tmp_path / "out" / "frames" / "TrumanShow_wave_f_nm_np1_fr_med_26"
     folder.mkdir(parents=True)
     (folder / "img_00001.jpg").write_bytes(b"x")
@@ -156,10 +152,10 @@ def test_incomplete_existing_folder_is_reported(tmp_path, shared_data):
     assert report.records == []
 
 
-def test_tvl1_default_size_on_a_short_cut(tmp_path, shared_data):
+def test_tvl1_default_size_on_a_short_cut(tmp_path, sample_clips_dir):
     src = tmp_path / "src"
     (src / "SoccerJuggling").mkdir(parents=True)
-    frames = video.read_frames(shared_data / CLIPS["v_SoccerJuggling_g23_c01"][1], max_frames=4)
+    frames = video.read_frames(sample_clips_dir / CLIPS["v_SoccerJuggling_g23_c01"][1], max_frames=4)
     video.write_video(src / "SoccerJuggling" / "cut.avi", frames, fps=30)
     report = prepare.prepare_dataset(src, tmp_path / "out", progress=False)  # tvl1, 340x256
     assert report.records == [lists.VideoRecord("cut", 4, 0)]
@@ -171,9 +167,9 @@ def test_tvl1_default_size_on_a_short_cut(tmp_path, shared_data):
     assert not (folder / "flow_x_00004.jpg").exists()
 
 
-def test_two_workers(tmp_path, shared_data, prepared):
+def test_two_workers(tmp_path, sample_clips_dir, prepared):
     _, _, serial = prepared
-    src = _make_src(tmp_path / "src", shared_data)
+    src = _make_src(tmp_path / "src", sample_clips_dir)
     (src / "wave" / "broken.avi").write_bytes(b"RIFF" + bytes(2000))
     report = prepare.prepare_dataset(src, tmp_path / "out", flow="dis", size=SMALL,
                                      workers=2, progress=False)
@@ -190,8 +186,8 @@ def _crashing_task(source, frames_dir, settings):
     return prepare._extract_task(source, frames_dir, settings)
 
 
-def test_a_crashing_worker_only_fails_its_video(tmp_path, shared_data):
-    src = _make_src(tmp_path / "src", shared_data, ["TrumanShow_wave_f_nm_np1_fr_med_26"])
+def test_a_crashing_worker_only_fails_its_video(tmp_path, sample_clips_dir):
+    src = _make_src(tmp_path / "src", sample_clips_dir, ["TrumanShow_wave_f_nm_np1_fr_med_26"])
     shutil.copy(src / "wave" / "TrumanShow_wave_f_nm_np1_fr_med_26.avi", src / "wave" / "crash.avi")
     shutil.copy(src / "wave" / "TrumanShow_wave_f_nm_np1_fr_med_26.avi", src / "wave" / "other.avi")
     _, sources = prepare.find_videos(src)
@@ -209,8 +205,8 @@ def test_a_crashing_worker_only_fails_its_video(tmp_path, shared_data):
     assert sorted(os.listdir(frames_dir)) == ["TrumanShow_wave_f_nm_np1_fr_med_26", "other"]
 
 
-def test_duplicate_ids_fail_before_any_work(tmp_path, shared_data):
-    src = _make_src(tmp_path / "src", shared_data, ["TrumanShow_wave_f_nm_np1_fr_med_26"])
+def test_duplicate_ids_fail_before_any_work(tmp_path, sample_clips_dir):
+    src = _make_src(tmp_path / "src", sample_clips_dir, ["TrumanShow_wave_f_nm_np1_fr_med_26"])
     (src / "other").mkdir()
     shutil.copy(src / "wave" / "TrumanShow_wave_f_nm_np1_fr_med_26.avi",
                 src / "other" / "TrumanShow_wave_f_nm_np1_fr_med_26.mkv")
@@ -223,7 +219,7 @@ def test_duplicate_ids_fail_before_any_work(tmp_path, shared_data):
     assert not (tmp_path / "out").exists()
 
 
-def test_bad_sources(tmp_path, shared_data, capsys):
+def test_bad_sources(tmp_path, sample_clips_dir, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(ValueError, match="no class folder"):
@@ -239,7 +235,7 @@ def test_bad_sources(tmp_path, shared_data, capsys):
         prepare.find_videos(tmp_path / "missing")
     with pytest.raises(NotADirectoryError):
         prepare.find_videos(empty / "loose.avi")
-    src = _make_src(tmp_path / "src", shared_data, ["TrumanShow_wave_f_nm_np1_fr_med_26"])
+    src = _make_src(tmp_path / "src", sample_clips_dir, ["TrumanShow_wave_f_nm_np1_fr_med_26"])
     with pytest.raises(ValueError, match="inside the source"):
         prepare.prepare_dataset(src, src / "out", flow="dis", progress=False)
     with pytest.raises(ValueError, match="'tvl1', 'dis'"):
@@ -248,12 +244,12 @@ def test_bad_sources(tmp_path, shared_data, capsys):
         prepare.prepare_dataset(src, tmp_path / "out", workers=0, progress=False)
     assert not (tmp_path / "out").exists()
 
-    assert prepare.run_prepare(_parse(["prepare", str(empty), str(tmp_path / "o2"), "--no-progress"])) == 2
+    assert gated_tsn(["prepare", str(empty), str(tmp_path / "o2"), "--no-progress"]) == 2
     assert "no video" in capsys.readouterr().err
 
 
-def test_class_order_and_extensions(tmp_path, shared_data):
-    clip = shared_data / CLIPS["TrumanShow_wave_f_nm_np1_fr_med_26"][1]
+def test_class_order_and_extensions(tmp_path, sample_clips_dir):
+    clip = sample_clips_dir / CLIPS["TrumanShow_wave_f_nm_np1_fr_med_26"][1]
     for class_name, file_name in [("JumpRope", "a.AVI"), ("JumpingJack", "b.mp4"),
                                   ("apply", "c.MKV"), (".hidden", "d.avi")]:
         (tmp_path / class_name).mkdir()
@@ -281,8 +277,8 @@ def test_cli_help_and_defaults(capsys):
 
 
 @pytest.mark.parametrize("error", [RuntimeError("boom"), KeyboardInterrupt()])
-def test_no_half_written_output_on_error(tmp_path, shared_data, monkeypatch, error):
-    src = _make_src(tmp_path / "src", shared_data, ["TrumanShow_wave_f_nm_np1_fr_med_26"])
+def test_no_half_written_output_on_error(tmp_path, sample_clips_dir, monkeypatch, error):
+    src = _make_src(tmp_path / "src", sample_clips_dir, ["TrumanShow_wave_f_nm_np1_fr_med_26"])
     calls = []
     original = prepare.flow_lib.encode_flow
 

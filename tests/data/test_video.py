@@ -8,12 +8,12 @@ import pytest
 
 from keras_gated_tsn.data import video
 
-SOCCER = "clips/ucf101/v_SoccerJuggling_g23_c01.avi"  # Xvid, 320x240, 240 frames
+SOCCER = "v_SoccerJuggling_g23_c01.avi"  # Xvid, 320x240, 240 frames
 
 
 @pytest.fixture(scope="module")
-def soccer(shared_data):
-    return shared_data / SOCCER
+def soccer(sample_clips_dir):
+    return sample_clips_dir / SOCCER
 
 
 def test_iter_frames_real_clip(soccer):

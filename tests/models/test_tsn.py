@@ -1,11 +1,24 @@
-"""TSN streams: shapes, names, partial BN, cross-modality initialisation, saving."""
+"""TSN streams: shapes, names, partial BN, cross-modality initialisation, config, saving."""
+
+import subprocess
+import sys
 
 import keras
 import numpy as np
 import pytest
 
-from keras_gated_tsn.layers import ModalityPreprocessing, SegmentConsensus, SegmentFold
-from keras_gated_tsn.models import TSN, cross_modality_kernel, init_from_rgb, set_partial_bn
+from helpers import run_model_saving_test, run_serialization_test
+from keras_gated_tsn.layers import (
+    FrozenBatchNormalization,
+    GatedFusion,
+    LocalResponseNormalization,
+    ModalityPreprocessing,
+    SegmentConsensus,
+    SegmentFold,
+)
+from keras_gated_tsn.models import TSN, init_from_rgb
+from keras_gated_tsn.training.recipes import CaffeSGD
+from keras_gated_tsn.weights.transfer import cross_modality_kernel, stacked_input_kernel
 
 SIZE = 64
 
@@ -43,10 +56,10 @@ def test_partial_bn(rgb_stream):
     bns = [l for l in rgb_stream.layers if isinstance(l, keras.layers.BatchNormalization)]
     assert bns[0].name == "conv1_7x7_s2_bn" and bns[0].trainable
     assert not any(l.trainable for l in bns[1:])
-    set_partial_bn(rgb_stream, False)
-    assert all(l.trainable for l in bns)
-    set_partial_bn(rgb_stream, True)
-    assert not bns[1].trainable
+    rgb_stream.set_partial_bn(False)
+    assert all(l.trainable for l in bns) and rgb_stream.get_config()["partial_bn"] is False
+    rgb_stream.set_partial_bn(True)
+    assert not bns[1].trainable and rgb_stream.get_config()["partial_bn"] is True
 
 
 def test_cross_modality_kernel_hand_case():
@@ -57,6 +70,15 @@ def test_cross_modality_kernel_hand_case():
     assert flow.shape == (1, 1, 4, 2)
     np.testing.assert_allclose(flow[0, 0, :, 0], [3.0] * 4)
     np.testing.assert_allclose(flow[0, 0, :, 1], [2.0] * 4)
+
+
+def test_stacked_input_kernel_hand_case():
+    kernel = np.arange(6, dtype=np.float32).reshape(1, 1, 3, 2)
+    stacked = stacked_input_kernel(kernel, 2)
+    assert stacked.shape == (1, 1, 6, 2)
+    # On two identical stacked maps it computes what the source computes on one.
+    x = np.array([1.0, -2.0, 0.5], np.float32)
+    np.testing.assert_allclose(np.concatenate([x, x]) @ stacked[0, 0], x @ kernel[0, 0], rtol=1e-6)
 
 
 def test_init_from_rgb(rgb_stream, flow_stream):
@@ -74,13 +96,57 @@ def test_init_from_rgb(rgb_stream, flow_stream):
     )
 
 
-def test_keras_round_trip(tmp_path, flow_stream):
-    path = tmp_path / "flow.keras"
-    flow_stream.save(path)
-    loaded = keras.models.load_model(path)
+def test_keras_round_trip_remembers_what_it_is(tmp_path, flow_stream):
     clips = np.random.default_rng(1).integers(0, 256, (2, 3, SIZE, SIZE, 10)).astype("uint8")
-    np.testing.assert_allclose(loaded.predict(clips, verbose=0), flow_stream.predict(clips, verbose=0), rtol=1e-5, atol=1e-6)
+    loaded = run_model_saving_test(flow_stream, clips, tmp_path)
+    assert (loaded.backbone, loaded.modality, loaded.num_classes) == ("bn_inception", "flow", 5)
+    assert (loaded.num_segments, loaded.input_size, loaded.new_length, loaded.dropout) == (3, SIZE, 5, 0.7)
     assert not loaded.get_layer("inception_3a_1x1_bn").trainable  # partial BN survives saving
+    run_serialization_test(flow_stream)
+
+
+def test_loaded_config_does_not_look_for_the_backbone_file(tmp_path):
+    """The weights of a saved stream come from its file: the backbone file it
+    started from is recorded (provenance) but not needed to load it."""
+    from keras_gated_tsn.backbones import BNInception
+
+    start = tmp_path / "start.weights.h5"
+    BNInception(include_top=False, input_shape=(SIZE, SIZE, 3)).save_weights(start)
+    stream = TSN(num_classes=3, input_size=SIZE, backbone_weights=str(start))
+    stream.save(tmp_path / "s.keras")
+    start.unlink()
+    loaded = keras.saving.load_model(tmp_path / "s.keras")
+    assert loaded.backbone_weights == str(start)
+    np.testing.assert_array_equal(loaded.get_layer("conv1_7x7_s2").kernel, stream.get_layer("conv1_7x7_s2").kernel)
+
+
+def test_import_keras_gated_tsn_alone_lets_keras_load_every_model(tmp_path):
+    """A fresh interpreter that imports only keras and keras_gated_tsn loads
+    a stream and a gated model (their layers and classes are registered)."""
+    from keras_gated_tsn.models import GatedTSN
+
+    rgb = TSN(num_classes=3, input_size=32, num_segments=1)
+    flow = TSN(modality="flow", num_classes=3, input_size=32, num_segments=1)
+    rgb.save(tmp_path / "rgb.keras")
+    GatedTSN(rgb, flow).save(tmp_path / "gated.keras")
+    code = (
+        "import keras, keras_gated_tsn\n"
+        f"s = keras.saving.load_model({str(tmp_path / 'rgb.keras')!r})\n"
+        f"g = keras.saving.load_model({str(tmp_path / 'gated.keras')!r})\n"
+        "print(type(s).__name__, s.modality, type(g).__name__, g.fusion_layer)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["TSN", "rgb", "GatedTSN", "inception_4e_output"]
+
+
+def test_compile_defaults_are_the_recipe(rgb_stream, flow_stream):
+    rgb_stream.compile()
+    flow_stream.compile()
+    for stream, lr in ((rgb_stream, 1e-3), (flow_stream, 5e-3)):
+        assert isinstance(stream.optimizer, CaffeSGD)
+        assert float(stream.optimizer.learning_rate) == pytest.approx(lr)
+        assert stream.optimizer.global_clipnorm == 40.0 and stream.optimizer.clipnorm is None
 
 
 @pytest.mark.parametrize(
@@ -99,9 +165,11 @@ def test_bad_arguments(kwargs, match):
 
 
 def test_layers_round_trip_configs():
-    for layer in (ModalityPreprocessing("flow"), SegmentFold(), SegmentConsensus()):
-        clone = layer.__class__.from_config(layer.get_config())
-        assert clone.get_config() == layer.get_config()
+    for layer in (
+        ModalityPreprocessing("flow", bgr_mean=(1.0, 2.0, 3.0)), SegmentFold(), SegmentConsensus(), GatedFusion(),
+        LocalResponseNormalization(local_size=3, alpha=2e-4), FrozenBatchNormalization(epsilon=1e-5),
+    ):
+        run_serialization_test(layer)
     with pytest.raises(ValueError, match="modality"):
         ModalityPreprocessing("depth")
     with pytest.raises(ValueError, match="average"):

@@ -10,10 +10,12 @@ import keras
 import numpy as np
 import pytest
 
-from keras_gated_tsn.backbones import BNInception, preprocess_input
+from keras_gated_tsn.backbones import BNInception
+from keras_gated_tsn.backbones.bn_inception import preprocess_input
 from keras_gated_tsn.weights import caffe_pb, convert_caffe, convert_weights, read_caffemodel
 from keras_gated_tsn.weights.caffe import CaffeLayer, write_caffemodel
-from keras_gated_tsn.weights.convert import add_convert_parser, checkpoint_format, run_convert
+from keras_gated_tsn.cli import main as gated_tsn
+from keras_gated_tsn.weights.convert import checkpoint_format
 
 _BACKBONE_TESTS = pathlib.Path(__file__).resolve().parents[1] / "backbones"
 if str(_BACKBONE_TESTS) not in sys.path:
@@ -128,6 +130,14 @@ def test_tsn_reference_model_rgb_matches_caffe(prototxts, tmp_path):
     theirs = weight @ pooled + bias
     assert ours.shape == (101,)
     assert _relative(ours, theirs) < 1e-3
+
+    # The same file as a whole .keras stream, in one command: a TSN that says what it is.
+    stream_path = tmp_path / "rgb.keras"
+    assert gated_tsn(["convert-weights", str(src), str(stream_path), "--arch", "bn_inception",
+                      "--input-size", str(SIZE)]) == 0
+    stream = keras.saving.load_model(stream_path)
+    assert isinstance(stream, TSN) and (stream.modality, stream.num_classes, stream.input_size) == ("rgb", 101, SIZE)
+    np.testing.assert_allclose(stream.predict(raw[None, None], verbose=0)[0], ours, rtol=1e-5, atol=1e-5)
 
 
 def test_imagenet_flow_init_matches_caffe(prototxts, tmp_path):
@@ -315,14 +325,44 @@ def test_shape_mismatch_and_unknown_layer_are_named_and_leave_the_model_unchange
         np.testing.assert_array_equal(a, b)
 
 
-def test_keras_layers_without_weights_are_reported(tmp_path):
+def test_a_checkpoint_that_fills_only_part_of_the_model_is_an_error(tmp_path):
     rng = np.random.default_rng(7)
     layers, _, _ = _tiny_caffe(rng, batchnorm=False)
     path = tmp_path / "partial.caffemodel"
     write_caffemodel(path, [layer for layer in layers if layer.name != "fc7"])
-    report = convert_caffe(path, _tiny_keras(False))
+    model = _tiny_keras(False)
+    before = [w.copy() for w in model.get_weights()]
+    with pytest.raises(ValueError, match=r"fills 3 of the 4 Keras layers.*random initialisation: fc7"):
+        convert_caffe(path, model)
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    # Converting a part on purpose: allowed, and reported.
+    report = convert_caffe(path, model, allow_partial=True)
     assert report.missing == ["fc7"] and not report.complete
     assert "fc7" in report.summary()
+
+
+def test_empty_or_partial_caffenet_writes_nothing(tmp_path, capsys):
+    """An empty .caffemodel, or one with 1 of CaffeNet's 5 convolutions, is an
+    error naming what is missing (exit 2), never a file of random weights."""
+    nothing = tmp_path / "nothing.caffemodel"
+    write_caffemodel(nothing, [])
+    assert gated_tsn(["convert-weights", str(nothing), str(tmp_path / "n.weights.h5"), "--arch", "caffenet"]) == 2
+    assert "no Caffe layers" in capsys.readouterr().err and not (tmp_path / "n.weights.h5").exists()
+    empty = tmp_path / "empty.caffemodel"  # layers, but no weights in any
+    write_caffemodel(empty, [CaffeLayer("relu1", "ReLU", [], ["conv1"], ["conv1"])])
+    one = tmp_path / "conv1_only.caffemodel"
+    conv1 = [np.zeros((96, 3, 11, 11), np.float32), np.zeros(96, np.float32)]
+    write_caffemodel(one, [CaffeLayer("conv1", "Convolution", conv1, [], [])])
+    for src, filled in ((empty, 0), (one, 1)):
+        dst = tmp_path / f"{src.stem}.weights.h5"
+        assert gated_tsn(["convert-weights", str(src), str(dst), "--arch", "caffenet"]) == 2
+        err = capsys.readouterr().err
+        assert f"fills {filled} of the 5 Keras layers" in err and "conv5" in err and "--allow-partial" in err
+        assert not dst.exists()
+    dst = tmp_path / "part.weights.h5"
+    assert gated_tsn(["convert-weights", str(one), str(dst), "--arch", "caffenet", "--allow-partial"]) == 0
+    assert dst.exists() and "received no weights" in capsys.readouterr().out
 
 
 def test_type_mismatch_and_unsupported_layer(tmp_path):
@@ -354,23 +394,19 @@ def test_convert_weights_writes_nothing_on_error(tmp_path):
     with pytest.raises(ValueError, match="no Keras layer"):
         convert_weights(path, dst, "bn_inception", input_size=64)
     assert os.listdir(dst.parent) == []
-    with pytest.raises(ValueError, match=r"\.weights\.h5"):
+    with pytest.raises(ValueError, match=r"\.weights\.h5 or \.keras"):
         convert_weights(path, tmp_path / "x.h5", "bn_inception")
-    with pytest.raises(ValueError, match="arch"):
+    with pytest.raises(ValueError, match="unknown backbone 'resnet50'"):
         convert_weights(path, dst, "resnet50")
+    with pytest.raises(ValueError, match="no TSN classifier"):
+        convert_weights(path, tmp_path / "backbone.keras", "bn_inception", input_size=64)
 
 
 # --- CLI ------------------------------------------------------------------------------------
 
 
 def _cli(argv):
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="gated-tsn")
-    add_convert_parser(parser.add_subparsers())
-    args = parser.parse_args(argv)
-    assert args.func is run_convert
-    return args.func(args)
+    return gated_tsn(argv)
 
 
 def test_cli_converts_a_backbone_and_reports_errors(prototxts, tmp_path, capsys):

@@ -14,7 +14,8 @@ import sys
 import numpy as np
 import pytest
 
-from keras_gated_tsn.backbones import BNInception, preprocess_input
+from keras_gated_tsn.backbones import BNInception
+from keras_gated_tsn.backbones.bn_inception import preprocess_input
 from keras_gated_tsn.weights import convert_pytorch, convert_weights
 from keras_gated_tsn.weights.convert import checkpoint_format
 
@@ -197,6 +198,15 @@ def test_tsn_flow_checkpoint_matches_torch(torch, nets, tmp_path):
     )
     theirs = scores.mean(dim=0).numpy()  # TSN's average consensus over the segments
     assert _relative(ours, theirs) < 1e-3
+
+    # As a whole .keras stream (what `train --stage gate --flow` takes): the same scores.
+    import keras
+
+    stream_path = tmp_path / "flow.keras"
+    convert_weights(src, stream_path, "bn_inception", modality="flow", input_size=SIZE)
+    stream = keras.saving.load_model(stream_path)
+    assert isinstance(stream, TSN) and (stream.modality, stream.new_length) == ("flow", 5)
+    np.testing.assert_allclose(stream.predict(clip, verbose=0)[0], ours, rtol=1e-5, atol=1e-5)
 
     # The same checkpoint into a backbone only: new_fc is skipped.
     backbone = BNInception(include_top=False, input_shape=(64, 64, 10))

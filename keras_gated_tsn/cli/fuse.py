@@ -1,0 +1,84 @@
+"""``gated-tsn fuse``: the fusion table of a test score file (Table III's comparison)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import textwrap
+
+NAME = "fuse"
+HELP = "compare late-fusion methods (average, weighted, SCI, gated, ...) on a score file"
+DESCRIPTION = """\
+Compare late-fusion methods on a test score file (.npz written by `gated-tsn
+evaluate`: per-view pre-softmax scores of the RGB and flow streams and, for a
+gated model, its fused scores, gating classifier scores and gate weights).
+Prints a Markdown table of top-1 and mean class accuracy (%) and writes it as
+PREFIX.csv and PREFIX.json. A method that tunes a setting on --val-scores says
+on which videos in the tuned_on column: "test list" when the validation videos
+are the test videos (the authors' protocol), so the number is optimistic.
+
+rows:
+"""
+EPILOG = """\
+example:
+  gated-tsn fuse scores/ucf101_split1_test.npz --val-scores scores/ucf101_split1_val.npz \\
+      --out results/split1_fusion
+"""
+
+
+def default_out_prefix(scores_path) -> str:
+    """``<folder>/<stem>_fusion`` for a score file ``<folder>/<stem>.npz``."""
+    scores_path = os.fspath(scores_path)
+    folder = os.path.dirname(scores_path)
+    stem = os.path.basename(scores_path)
+    if stem.lower().endswith(".npz"):
+        stem = stem[: -len(".npz")]
+    return os.path.join(folder, stem + "_fusion")
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Registers ``fuse`` on an ``argparse`` subparsers object; its help lists
+    every registered comparator."""
+    from keras_gated_tsn.fusion import registered_comparators
+
+    rows = "".join(
+        textwrap.fill(item.description, width=88, initial_indent=f"  {item.name:<18} ",
+                      subsequent_indent=" " * 21, break_on_hyphens=False) + "\n"
+        for item in registered_comparators()
+    )
+    parser = subparsers.add_parser(
+        NAME, help=HELP, description=DESCRIPTION + rows, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("scores", help="test score file (.npz)")
+    parser.add_argument(
+        "--val-scores", default=None, metavar="FILE",
+        help="validation score file (.npz) on which the 'weighted' row's weight is grid-searched; "
+        "without it that row is skipped",
+    )
+    parser.add_argument(
+        "--out", default=None, metavar="PREFIX",
+        help="write PREFIX.csv and PREFIX.json (default: <scores folder>/<scores stem>_fusion)",
+    )
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Loads the score files, prints the table, writes CSV and JSON; bad input raises (exit 2)."""
+    from keras_gated_tsn.evaluation.scores import load_scores
+    from keras_gated_tsn.fusion import format_markdown, fusion_table, write_csv, write_json
+
+    test_sf = load_scores(args.scores)
+    val_sf = load_scores(args.val_scores) if args.val_scores else None
+    rows = fusion_table(test_sf, val_sf)
+    prefix = args.out or default_out_prefix(args.scores)
+    os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
+    csv_path, json_path = write_csv(prefix + ".csv", rows), write_json(prefix + ".json", rows)
+    print(
+        f"Fusion on {args.scores}: {test_sf.num_videos} videos, {test_sf.num_classes} classes, "
+        f"{test_sf.num_views} views per video\n"
+    )
+    print(format_markdown(rows))
+    print(f"Wrote {csv_path}")
+    print(f"Wrote {json_path}")
+    return 0

@@ -1,0 +1,106 @@
+"""The on-disk layout of a prepared dataset, in one place.
+
+::
+
+    DATA/classes.txt                 one class name per line (line i = label i)
+    DATA/all.txt, train.txt, ...     list files: ``<video> <num_frames> <label>``
+    DATA/frames/<video>/img_00001.jpg ...     RGB frames, 1-based, 5 digits
+    DATA/frames/<video>/flow_x_00001.jpg ...  flow between frames i and i+1,
+    DATA/frames/<video>/flow_y_00001.jpg ...  one fewer pair than frames
+
+``gated-tsn prepare`` writes it; the tf.data pipelines read it. Frame folders
+written by other tools use other names (mmaction's ``img_00001.jpg`` with
+``x_00001.jpg`` / ``y_00001.jpg``, 6-digit ``000001.jpg`` frames); a
+:class:`FrameLayout` with their templates reads them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import string
+from typing import Tuple
+
+FRAMES_DIR = "frames"
+CLASSES_FILE = "classes.txt"
+ALL_LIST = "all.txt"
+
+
+def parse_template(template: str) -> Tuple[str, str, int, str]:
+    """Splits a file-name template such as ``"img_{:05d}.jpg"`` into
+    ``(prefix, suffix, width, fill)``: width -1 for no padding, fill ``"0"``
+    or ``" "``.
+
+    Raises:
+        ValueError: if the template has not exactly one ``{}``/``{:d}``/``{:0Nd}`` field.
+    """
+    if not isinstance(template, str):
+        raise ValueError(f"a file-name template must be a str, got {template!r}")
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as err:
+        raise ValueError(f"bad file-name template {template!r}: {err}") from None
+    fields = [i for i, p in enumerate(parts) if p[1] is not None]
+    match = None
+    if len(fields) == 1:
+        _, name, spec, conversion = parts[fields[0]]
+        if name in ("", "0") and conversion is None:
+            match = re.fullmatch(r"(0?)(\d*)d?", spec or "")
+    if match is None:
+        raise ValueError(
+            f"a file-name template needs exactly one integer field such as '{{:05d}}', got {template!r}"
+        )
+    i = fields[0]
+    prefix = "".join(p[0] for p in parts[: i + 1])
+    suffix = "".join(p[0] for p in parts[i + 1 :])
+    width = int(match.group(2)) if match.group(2) else -1
+    fill = "0" if match.group(1) else " "
+    return prefix, suffix, width, fill
+
+
+@dataclasses.dataclass(frozen=True)
+class FrameLayout:
+    """File names of one video's frame folder: a template per kind, each with
+    one integer field (1-based frame or flow-pair number).
+
+    Attributes:
+        rgb: RGB frame ``i`` (default ``img_{:05d}.jpg``).
+        flow_x, flow_y: the two components of flow pair ``i``, between frames
+            ``i`` and ``i + 1`` (default ``flow_x_{:05d}.jpg``, ``flow_y_{:05d}.jpg``).
+
+    Raises:
+        ValueError: for a template without exactly one integer field.
+    """
+
+    rgb: str = "img_{:05d}.jpg"
+    flow_x: str = "flow_x_{:05d}.jpg"
+    flow_y: str = "flow_y_{:05d}.jpg"
+
+    def __post_init__(self):
+        for template in (self.rgb, self.flow_x, self.flow_y):
+            parse_template(template)
+
+    def rgb_name(self, index: int) -> str:
+        """The file name of RGB frame ``index`` (1-based)."""
+        return self.rgb.format(index)
+
+    def flow_names(self, index: int) -> Tuple[str, str]:
+        """The x and y file names of flow pair ``index`` (1-based)."""
+        return self.flow_x.format(index), self.flow_y.format(index)
+
+    def kind_of(self, file_name: str) -> str:
+        """``"rgb"``, ``"flow_x"``, ``"flow_y"`` or ``""`` for a file of no kind,
+        by the templates' fixed prefix and suffix (the longest prefix wins, so
+        ``flow_x_`` is not taken for an ``img_``-less RGB template)."""
+        matches = []
+        for kind in ("rgb", "flow_x", "flow_y"):
+            prefix, suffix, _, _ = parse_template(getattr(self, kind))
+            if file_name.startswith(prefix) and file_name.endswith(suffix):
+                number = file_name[len(prefix): len(file_name) - len(suffix)]
+                if number.strip().isdigit():
+                    matches.append((len(prefix), kind))
+        return max(matches)[1] if matches else ""
+
+
+#: What ``gated-tsn prepare`` writes (TSN's dense_flow names).
+DEFAULT_LAYOUT = FrameLayout()

@@ -1,0 +1,43 @@
+"""Late fusion of the two streams over score files: the comparators (one
+registry) and the table built from it. NumPy only, no TensorFlow.
+
+A new comparator is one function plus one registration::
+
+    from keras_gated_tsn.fusion import Fused, register_comparator
+
+    @register_comparator("max", "element-wise max of the two streams' mean scores")
+    def _max(test_sf, val_sf):
+        return Fused(np.maximum(stream_scores(test_sf, "rgb"), stream_scores(test_sf, "flow")))
+"""
+
+from keras_gated_tsn.fusion.comparators import (
+    DEFAULT_WEIGHT_GRID,
+    TSN_WEIGHTS,
+    Comparator,
+    Fused,
+    Skipped,
+    average,
+    registered_comparators,
+    gated,
+    gating_classifier,
+    get_comparator,
+    grid_search_curve,
+    grid_search_weight,
+    register_comparator,
+    sci_fusion,
+    sci_stream_scores,
+    softmax,
+    sparsity_concentration_index,
+    stream_scores,
+    weighted_average,
+    weighted_tsn,
+)
+from keras_gated_tsn.fusion.table import ROW_FIELDS, format_markdown, fusion_table, tuned_on, write_csv, write_json
+
+__all__ = [
+    "Comparator", "DEFAULT_WEIGHT_GRID", "Fused", "ROW_FIELDS", "Skipped", "TSN_WEIGHTS", "average", "registered_comparators",
+    "format_markdown", "fusion_table", "gated", "gating_classifier", "get_comparator", "grid_search_curve",
+    "grid_search_weight", "register_comparator", "sci_fusion", "sci_stream_scores", "softmax",
+    "sparsity_concentration_index", "stream_scores", "tuned_on", "weighted_average", "weighted_tsn", "write_csv",
+    "write_json",
+]

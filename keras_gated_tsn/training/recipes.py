@@ -1,0 +1,249 @@
+"""The training recipe of the paper and of the authors' Caffe solvers, in Keras terms.
+
+* :class:`CaffeSGD`: SGD with momentum that updates a weight as Caffe's
+  ``SGDSolver`` does: L2 weight decay added to the gradient before momentum
+  (kernels only: ``decay_mult: 0`` for biases and BN), biases at twice the
+  learning rate (``lr_mult: 2``);
+* :func:`make_optimizer`: it, with the gradient clipping and accumulation of
+  Caffe's ``clip_gradients`` and ``iter_size``;
+* :data:`STAGE_RECIPES`: learning rate, batch size and accumulation per stage
+  of Algorithm 1 (streams: TSN's learning rates, batch 32; gate: batch 4 x 32);
+* losses, metrics and the callbacks of a stage.
+
+Sources: gated TSN paper Sec. IV-A ("Network Training"); the authors'
+``gating_three_2_solver.prototxt`` (base_lr 0.001, momentum 0.9,
+weight_decay 0.0005, iter_size 32) and ``gating_three_2_concat_solver``
+(clip_gradients 40); TSN (Wang et al. 2016, Sec. 4.1) for the streams'
+learning rates (RGB 0.001, flow 0.005, each divided by 10 twice).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import List, Optional
+
+import keras
+from keras import ops
+
+#: SGD momentum (paper Sec. IV-A; every solver).
+MOMENTUM = 0.9
+#: Caffe L2 weight decay on kernels (the authors' solvers).
+WEIGHT_DECAY = 5e-4
+#: Caffe ``clip_gradients``: the global L2 norm of the gradient (paper Sec. IV-A: 40).
+CLIP_GRADIENTS = 40.0
+#: Caffe ``lr_mult`` of every bias in the prototxts (weights 1, biases 2).
+BIAS_LR_MULTIPLIER = 2.0
+
+
+@dataclasses.dataclass(frozen=True)
+class StageRecipe:
+    """The defaults of one stage of Algorithm 1.
+
+    Attributes:
+        learning_rate: the initial learning rate.
+        min_learning_rate: the lowest the plateau schedule goes (÷10 steps).
+        batch_size: videos per step.
+        iter_size: gradient accumulation steps (Caffe ``iter_size``); the
+            effective batch is ``batch_size * iter_size``.
+        gating_loss_weight: λ of eq. (4) (gated stages only).
+    """
+
+    learning_rate: float
+    min_learning_rate: float
+    batch_size: int
+    iter_size: int = 1
+    gating_loss_weight: Optional[float] = None
+
+
+#: Per stage: streams with TSN's learning rates (RGB 1e-3, flow 5e-3, each
+#: divided by 10 twice) at batch 32 (paper Sec. IV-A); the gate at batch 4
+#: with 32 accumulated steps (the authors' ``iter_size: 32``), lr 1e-3 → 1e-4,
+#: λ = 0 for stage 2 and 1 for stage 3.
+STAGE_RECIPES = {
+    "rgb": StageRecipe(learning_rate=1e-3, min_learning_rate=1e-5, batch_size=32),
+    "flow": StageRecipe(learning_rate=5e-3, min_learning_rate=5e-5, batch_size=32),
+    "gate": StageRecipe(learning_rate=1e-3, min_learning_rate=1e-4, batch_size=4, iter_size=32,
+                        gating_loss_weight=0.0),
+    "joint": StageRecipe(learning_rate=1e-3, min_learning_rate=1e-4, batch_size=4, iter_size=32,
+                         gating_loss_weight=1.0),
+}
+STAGES = tuple(STAGE_RECIPES)
+
+
+def stage_recipe(stage: str) -> StageRecipe:
+    """The :class:`StageRecipe` of ``stage`` (``rgb``, ``flow``, ``gate``, ``joint``).
+
+    Raises:
+        ValueError: for another stage.
+    """
+    if stage not in STAGE_RECIPES:
+        raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+    return STAGE_RECIPES[stage]
+
+
+@keras.saving.register_keras_serializable(package="keras_gated_tsn")
+class CaffeSGD(keras.optimizers.SGD):
+    """SGD with momentum that updates each weight as Caffe's ``SGDSolver``.
+
+    For a variable ``w`` with gradient ``g`` (after Keras' accumulation and
+    clipping), learning rate ``lr`` and momentum ``μ``::
+
+        g' = g + caffe_weight_decay · w        kernels only (Caffe Regularize, L2)
+        lr' = lr · bias_lr_multiplier           biases only (Caffe lr_mult: 2)
+        v  = μ · v - lr' · g'                   (Caffe: v = μv + lr'g', w -= v)
+        w  = w + v
+
+    Keras' own ``weight_decay`` is decoupled (``w -= lr · wd · w`` outside
+    the momentum), which at μ = 0.9 acts about 10 times more weakly than
+    Caffe's; it is left unset here. A variable is a kernel when its name is
+    ``kernel`` (convolutions, fully connected layers) and a bias when it is
+    ``bias``; BN scale and shift (``gamma``, ``beta``) get neither, as the
+    prototxts' ``decay_mult: 0``, ``lr_mult: 1``.
+
+    Args:
+        learning_rate: float or schedule (Caffe ``base_lr``).
+        momentum: in [0, 1] (0.9).
+        caffe_weight_decay: L2 coefficient >= 0 (Caffe ``weight_decay``, 5e-4).
+        bias_lr_multiplier: > 0 (Caffe ``lr_mult`` of biases, 2).
+        **kwargs: ``keras.optimizers.SGD`` arguments (``global_clipnorm``,
+            ``gradient_accumulation_steps``, ...).
+
+    Raises:
+        ValueError: for a negative decay or a non-positive multiplier.
+    """
+
+    def __init__(
+        self,
+        learning_rate=1e-3,
+        momentum: float = MOMENTUM,
+        caffe_weight_decay: float = WEIGHT_DECAY,
+        bias_lr_multiplier: float = BIAS_LR_MULTIPLIER,
+        name: str = "caffe_sgd",
+        **kwargs,
+    ):
+        super().__init__(learning_rate=learning_rate, momentum=momentum, name=name, **kwargs)
+        if not caffe_weight_decay >= 0:
+            raise ValueError(f"caffe_weight_decay must be >= 0, got {caffe_weight_decay!r}")
+        if not bias_lr_multiplier > 0:
+            raise ValueError(f"bias_lr_multiplier must be > 0, got {bias_lr_multiplier!r}")
+        self.caffe_weight_decay = float(caffe_weight_decay)
+        self.bias_lr_multiplier = float(bias_lr_multiplier)
+
+    def update_step(self, gradient, variable, learning_rate):
+        # The TensorFlow backend hands over the backend variable
+        # ("model/fc/kernel:0"); Keras' own variables are named "kernel".
+        kind = variable.name.rsplit("/", 1)[-1].split(":", 1)[0]
+        if kind == "kernel" and self.caffe_weight_decay:
+            gradient = ops.add(
+                ops.cast(gradient, variable.dtype),
+                ops.multiply(variable, ops.cast(self.caffe_weight_decay, variable.dtype)),
+            )
+        elif kind == "bias" and self.bias_lr_multiplier != 1.0:
+            learning_rate = ops.multiply(learning_rate, self.bias_lr_multiplier)
+        super().update_step(gradient, variable, learning_rate)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "caffe_weight_decay": self.caffe_weight_decay,
+            "bias_lr_multiplier": self.bias_lr_multiplier,
+        }
+
+
+def make_optimizer(
+    learning_rate: float = 1e-3,
+    *,
+    momentum: float = MOMENTUM,
+    weight_decay: float = WEIGHT_DECAY,
+    clip_gradients: Optional[float] = CLIP_GRADIENTS,
+    iter_size: int = 1,
+    bias_lr_multiplier: float = BIAS_LR_MULTIPLIER,
+) -> CaffeSGD:
+    """The papers' SGD as Caffe runs it: :class:`CaffeSGD` with clipping and accumulation.
+
+    ``iter_size`` > 1 accumulates the gradients of that many batches before
+    one update (Keras ``gradient_accumulation_steps``; the update uses their
+    mean, as Caffe's ``Normalize`` does). ``clip_gradients`` scales the whole
+    gradient down when its global L2 norm exceeds it (Keras
+    ``global_clipnorm``; Keras' ``clipnorm`` would clip each variable on its
+    own). Caffe clips the *sum* of the ``iter_size`` gradients before dividing
+    by ``iter_size`` (``SGDSolver::ApplyUpdate``: ``ClipGradients`` before
+    ``Normalize``), so the same update needs ``global_clipnorm =
+    clip_gradients / iter_size`` on Keras' mean.
+
+    Args:
+        learning_rate: > 0 (or a Keras schedule).
+        momentum: in [0, 1].
+        weight_decay: Caffe L2 decay on kernels, >= 0 (0 turns it off).
+        clip_gradients: > 0, or None for no clipping.
+        iter_size: int >= 1.
+        bias_lr_multiplier: > 0.
+
+    Returns:
+        A :class:`CaffeSGD`.
+
+    Raises:
+        ValueError: for a value out of range (quoted).
+    """
+    if isinstance(learning_rate, (int, float)) and not learning_rate > 0:
+        raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}")
+    if clip_gradients is not None and not clip_gradients > 0:
+        raise ValueError(f"clip_gradients must be > 0 or None, got {clip_gradients!r}")
+    if isinstance(iter_size, bool) or not isinstance(iter_size, int) or iter_size < 1:
+        raise ValueError(f"iter_size must be an int >= 1, got {iter_size!r}")
+    return CaffeSGD(
+        learning_rate=float(learning_rate) if isinstance(learning_rate, (int, float)) else learning_rate,
+        momentum=float(momentum),
+        caffe_weight_decay=float(weight_decay),
+        bias_lr_multiplier=float(bias_lr_multiplier),
+        global_clipnorm=None if clip_gradients is None else float(clip_gradients) / iter_size,
+        gradient_accumulation_steps=iter_size if iter_size > 1 else None,
+    )
+
+
+def classification_loss() -> keras.losses.Loss:
+    """Cross-entropy on pre-softmax scores with integer labels (eq. (4)'s terms)."""
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def accuracy_metric() -> keras.metrics.Metric:
+    """Top-1 accuracy on scores with integer labels, named ``accuracy``."""
+    return keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+
+
+def stage_callbacks(
+    checkpoint: str,
+    monitor: str,
+    *,
+    patience: int = 10,
+    lr_patience: int = 4,
+    min_learning_rate: float = 1e-4,
+    log_csv: Optional[str] = None,
+) -> List[keras.callbacks.Callback]:
+    """Best-epoch ``.keras`` checkpoint, lr ÷10 on plateau (to ``min_learning_rate``),
+    early stopping with the best weights restored, optional CSV log.
+
+    Paper Sec. IV-A: "the learning rate is initialized as 0.001 and decreases
+    to 0.0001 when there is no more increase in accuracy. The model is
+    selected by early stopping."
+
+    Raises:
+        ValueError: if ``checkpoint`` does not end in ``.keras``.
+    """
+    if not str(checkpoint).endswith(".keras"):
+        raise ValueError(f"checkpoint path must end in .keras, got {checkpoint!r}")
+    folder = os.path.dirname(os.path.abspath(checkpoint))
+    os.makedirs(folder, exist_ok=True)
+    callbacks = [
+        keras.callbacks.ModelCheckpoint(checkpoint, monitor=monitor, mode="max", save_best_only=True),
+        keras.callbacks.ReduceLROnPlateau(
+            monitor=monitor, mode="max", factor=0.1, patience=lr_patience, min_lr=min_learning_rate
+        ),
+        keras.callbacks.EarlyStopping(
+            monitor=monitor, mode="max", patience=patience, restore_best_weights=True
+        ),
+    ]
+    if log_csv:
+        callbacks.append(keras.callbacks.CSVLogger(log_csv))
+    return callbacks

@@ -20,8 +20,8 @@ def shared_data() -> pathlib.Path:
     path = shared_data_dir()
     if not (path / "clips").is_dir():
         message = (
-            f"shared real-video data not found at {path} "
-            "(set KGT_SHARED_DATA to the folder holding clips/ and frames/)"
+            f"needs the real clips and frame folders of ../shared/data, which do not ship with the "
+            f"repository (only the six sample clips do); not found at {path} (set KGT_SHARED_DATA)"
         )
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
             pytest.fail(message)
@@ -50,7 +50,10 @@ def shared_reference() -> pathlib.Path:
     env = os.environ.get("KGT_SHARED_REFERENCE")
     path = pathlib.Path(env) if env else REPO_ROOT.parent / "shared" / "reference"
     if not (path / "ucf101_splits").is_dir():
-        message = f"shared reference folder not found at {path} (set KGT_SHARED_REFERENCE)"
+        message = (
+            f"needs the authors' prototxt or the official UCF101/HMDB51 split files of ../shared/reference, "
+            f"which do not ship with the repository; not found at {path} (set KGT_SHARED_REFERENCE)"
+        )
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
             pytest.fail(message)
         pytest.skip(message)

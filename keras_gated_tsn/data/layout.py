@@ -17,6 +17,7 @@ written by other tools use other names (mmaction's ``img_00001.jpg`` with
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import string
 from typing import Tuple
@@ -88,13 +89,16 @@ class FrameLayout:
         """The x and y file names of flow pair ``index`` (1-based)."""
         return self.flow_x.format(index), self.flow_y.format(index)
 
+    @functools.cached_property
+    def _affixes(self) -> Tuple[Tuple[str, str, str], ...]:
+        return tuple((kind, *parse_template(getattr(self, kind))[:2]) for kind in ("rgb", "flow_x", "flow_y"))
+
     def kind_of(self, file_name: str) -> str:
         """``"rgb"``, ``"flow_x"``, ``"flow_y"`` or ``""`` for a file of no kind,
         by the templates' fixed prefix and suffix (the longest prefix wins, so
         ``flow_x_`` is not taken for an ``img_``-less RGB template)."""
         matches = []
-        for kind in ("rgb", "flow_x", "flow_y"):
-            prefix, suffix, _, _ = parse_template(getattr(self, kind))
+        for kind, prefix, suffix in self._affixes:
             if file_name.startswith(prefix) and file_name.endswith(suffix):
                 number = file_name[len(prefix): len(file_name) - len(suffix)]
                 if number.strip().isdigit():

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The gated TSN on UCF101 split 1 with the paper's recipe (Sec. IV-A, Algorithm 1),
-# every setting at its default: the defaults are the recipe.
+# The gated TSN on UCF101 split 1 with the paper's recipe (Sec. IV-A, Algorithm 1):
+# every setting at its default (the defaults are the recipe), plus the ImageNet
+# starting points the paper uses (--backbone-weights, --gate-init), which are files.
 #
 #   bash examples/ucf101_gated_tsn.sh UCF-101/ ucfTrainTestlist/ work/
 #

@@ -14,7 +14,10 @@ Importing the package registers every layer and model with Keras, so
 
 __version__ = "0.2.0"
 
-from keras_gated_tsn import layers, models  # noqa: E402,F401  (registers the Keras objects)
+# Importing these registers every Keras object the package saves: layers, models
+# and the optimizer a compiled model carries (training.recipes.CaffeSGD).
+from keras_gated_tsn import layers, models  # noqa: E402,F401
+from keras_gated_tsn.training import recipes as _recipes  # noqa: E402,F401
 from keras_gated_tsn.models import TSN, GatedTSN  # noqa: E402
 
 __all__ = ["GatedTSN", "TSN", "__version__", "layers", "models"]

@@ -75,3 +75,23 @@ def _process_umask() -> int:
     umask = os.umask(0o022)
     os.umask(umask)
     return umask
+
+
+def save_atomically(model, path: str | os.PathLike) -> str:
+    """Saves a Keras model atomically: the whole model for ``.keras``, its
+    weights for ``.weights.h5`` (a temporary file beside ``path``, then a rename:
+    a crash leaves the previous file, never a half-written one).
+
+    Returns:
+        ``path`` as a string.
+
+    Raises:
+        ValueError: for another file ending.
+    """
+    path = os.fspath(path)
+    for suffix, save in ((".keras", model.save), (".weights.h5", model.save_weights)):
+        if path.endswith(suffix):
+            with atomic_path(path, suffix=suffix) as tmp:
+                save(tmp)
+            return path
+    raise ValueError(f"a model file must end in .keras or .weights.h5, got {path!r}")

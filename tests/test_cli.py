@@ -59,6 +59,7 @@ def test_train_help_is_the_config_and_names_the_recipe(capsys):
     (["--batch-size", "0"], "batch_size must be an int >= 1"),
     (["--lr", "-1"], "learning rates must be > 0"),
     (["--gate-dropout", "1.5"], "gate_dropout must be in [0, 1)"),
+    (["--lr", "1e-6", "--min-lr", "1e-5"], "lowest learning rate (1e-05) is above the initial one (1e-06)"),
 ])
 def test_train_refuses_values_that_make_no_sense(prepared_samples, tmp_path, capsys, bad, message):
     out = tmp_path / "m.keras"

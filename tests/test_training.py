@@ -195,6 +195,9 @@ def test_stage_defaults_are_the_authors_recipe(trained_models, prepared_samples,
         recipe = StageConfig(stage=stage, data_dir=data, out="x.keras").recipe()
         assert (recipe.learning_rate, recipe.batch_size, recipe.iter_size, recipe.gating_loss_weight) == (
             lr, batch, iter_size, lam)
+    # The schedule's floor follows the learning rate actually used (lr/100 streams, lr/10 gate).
+    assert StageConfig(stage="rgb", data_dir=data, out="x.keras", learning_rate=1e-6).recipe().min_learning_rate == (
+        pytest.approx(1e-8))
     config = StageConfig(stage="gate", data_dir=data, out=str(tmp_path / "g.keras"), rgb=paths["rgb"],
                          flow=paths["flow"], input_size=SIZE)
     gate = build_stage_model(config, num_classes=3)

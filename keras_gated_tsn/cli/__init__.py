@@ -3,7 +3,8 @@
 Each subcommand module defines ``NAME``, ``add_parser(subparsers)`` and
 ``run(args) -> int``; :func:`main` wraps every ``run`` in
 :func:`~keras_gated_tsn.cli.common.with_error_path` (bad input: a message and
-exit status 2; Ctrl-C: status 130). argparse lives here only.
+exit status 2; Ctrl-C: status 130). argparse is used in this package only: the
+library modules take plain arguments.
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Writes the lists and prints their sizes; bad input raises (exit 2)."""
-    from keras_gated_tsn.data.layout import ALL_LIST, CLASSES_FILE
+    from keras_gated_tsn.data.layout import ALL_LIST, CLASSES_FILE, list_file
     from keras_gated_tsn.data.lists import read_class_names, read_list_file, write_list_file
     from keras_gated_tsn.data.splits import hold_out_validation, load_split, split_records
 
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     split = load_split(args.splits, args.split)
     train, test, missing = split_records(records, split, class_names)
     val = []
-    val_path = os.path.join(args.data, "val.txt")
+    val_path = os.path.join(args.data, list_file("val"))
     if args.val_from_test:
         val, source = test, "the test list (as the authors)"
     elif args.val_fraction > 0:
@@ -73,8 +73,8 @@ def run(args: argparse.Namespace) -> int:
         write_list_file(val_path, val)
     elif os.path.isfile(val_path):
         os.remove(val_path)  # a val.txt of an earlier split would be silently used
-    write_list_file(os.path.join(args.data, "train.txt"), train)
-    write_list_file(os.path.join(args.data, "test.txt"), test)
+    write_list_file(os.path.join(args.data, list_file("train")), train)
+    write_list_file(os.path.join(args.data, list_file("test")), test)
     print(
         f"{split.dataset} split {split.split}: train {len(train)}, val {len(val)}, test {len(test)} videos "
         f"written to {args.data}" + (f"; val.txt is {source}" if val else "; no val.txt")

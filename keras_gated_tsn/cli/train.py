@@ -14,8 +14,12 @@ import dataclasses
 NAME = "train"
 HELP = "train one stage of Algorithm 1 (rgb, flow, gate, joint) with Keras fit()"
 DESCRIPTION = """\
-Train one stage of the gated TSN (paper Algorithm 1, Sec. IV-A). Every default
-is the paper's recipe (and the authors' Caffe solver where the paper is silent):
+Train one stage of the gated TSN (paper Algorithm 1, Sec. IV-A). The defaults
+are the paper's recipe (and the authors' Caffe solver where the paper is silent),
+except where it needs a file you provide: the paper starts the streams and the
+gating ConvNet from ImageNet, here --backbone-weights imagenet and --gate-init
+imagenet (a converted file, see weights/README.md); without them the streams start
+from scratch and the gate from the RGB stream.
 
   rgb, flow  stage 1: a TSN stream (K=3 segments, partial BN, dropout 0.8/0.7,
              batch 32, lr 1e-3 RGB / 5e-3 flow as TSN); a flow stream starts

@@ -25,6 +25,13 @@ from typing import Tuple
 FRAMES_DIR = "frames"
 CLASSES_FILE = "classes.txt"
 ALL_LIST = "all.txt"
+#: The lists ``gated-tsn split`` writes and ``train`` / the runner read by default.
+SPLIT_LISTS = ("train", "val", "test")
+
+
+def list_file(name: str) -> str:
+    """The file name of list ``name`` in a prepared dataset: ``"train"`` -> ``"train.txt"``."""
+    return f"{name}.txt"
 
 
 def parse_template(template: str) -> Tuple[str, str, int, str]:

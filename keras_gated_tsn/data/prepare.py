@@ -41,7 +41,7 @@ import numpy as np
 
 from keras_gated_tsn.data import flow as flow_lib
 from keras_gated_tsn.data import lists
-from keras_gated_tsn.data.layout import DEFAULT_LAYOUT
+from keras_gated_tsn.data.layout import ALL_LIST, CLASSES_FILE, DEFAULT_LAYOUT, FRAMES_DIR
 from keras_gated_tsn.data.video import VIDEO_EXTENSIONS, VideoDecodeError, iter_frames_bgr
 
 __all__ = [
@@ -533,7 +533,7 @@ def prepare_dataset(
     if os.path.commonpath([real_src, real_out]) == real_src:
         raise ValueError(f"the output folder {out} must not be inside the source folder {src}")
 
-    frames_dir = os.path.join(out, "frames")
+    frames_dir = os.path.join(out, FRAMES_DIR)
     os.makedirs(frames_dir, exist_ok=True)
     _remove_stale_temporaries(frames_dir)
 
@@ -583,6 +583,6 @@ def prepare_dataset(
         for source in sources
         if source.video in counts
     ]
-    lists.write_class_names(os.path.join(out, "classes.txt"), class_names)
-    lists.write_list_file(os.path.join(out, "all.txt"), report.records)
+    lists.write_class_names(os.path.join(out, CLASSES_FILE), class_names)
+    lists.write_list_file(os.path.join(out, ALL_LIST), report.records)
     return report

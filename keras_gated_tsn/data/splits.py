@@ -183,7 +183,8 @@ def split_records(
 def hold_out_validation(
     train_records: Sequence[VideoRecord], fraction: float
 ) -> Tuple[List[VideoRecord], List[VideoRecord]]:
-    """Moves the last ``fraction`` of each class's training videos to a validation set.
+    """Moves the last ``fraction`` of each class's training videos to a validation set
+    (rounded, and never a class's last training video).
 
     Videos are taken in name order within each class, so for UCF101 mostly
     whole groups (``gXX``) move and no group straddles the two sets except at
@@ -208,7 +209,7 @@ def hold_out_validation(
         by_class.setdefault(record.label, []).append(record)
     held = set()
     for videos in by_class.values():
-        count = int(round(len(videos) * fraction))
+        count = min(int(round(len(videos) * fraction)), len(videos) - 1)  # keep one for training
         held.update(r.video for r in videos[len(videos) - count:])
     return [r for r in train_records if r.video not in held], [r for r in train_records if r.video in held]
 

@@ -80,6 +80,7 @@ def evaluate(
             raise ValueError(f"gated_model must be a GatedTSN, got {type(gated_model).__name__}")
         modality, size, new_length = "rgb+flow", gated_model.input_size, gated_model.new_length
         metadata = {"backbone": gated_model.backbone, "model": "gated_tsn"}
+        classes = {gated_model.num_classes}
     else:
         streams = {name: model for name, model in (("rgb", rgb_model), ("flow", flow_model)) if model is not None}
         for name, model in streams.items():
@@ -92,6 +93,11 @@ def evaluate(
         size = sizes[0]
         new_length = flow_model.new_length if flow_model is not None else None
         metadata = {"backbone": next(iter(streams.values())).backbone, "model": "streams"}
+        classes = {model.num_classes for model in streams.values()}
+    if classes != {len(class_names)}:  # before hours of scoring, not after
+        raise ValueError(
+            f"the model(s) score {sorted(classes)} classes but class_names has {len(class_names)}"
+        )
 
     dataset = pipeline.make_test_dataset(
         records, frames_root, modality, num_frames=num_frames, crops=crops,
@@ -118,12 +124,6 @@ def evaluate(
         if bar is not None:
             bar.update(index + 1)
 
-    num_classes = len(class_names)
-    for name in ("rgb", "flow", "fused", "gating_classifier"):
-        if name in fields and fields[name][0].shape[-1] != num_classes:
-            raise ValueError(
-                f"the model scores {fields[name][0].shape[-1]} classes but class_names has {num_classes}"
-            )
     stacked = {name: np.stack(values) for name, values in fields.items()}
     return ScoreFile(
         video_ids=np.asarray(video_ids),

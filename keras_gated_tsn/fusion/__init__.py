@@ -3,7 +3,8 @@ registry) and the table built from it. NumPy only, no TensorFlow.
 
 A new comparator is one function plus one registration::
 
-    from keras_gated_tsn.fusion import Fused, register_comparator
+    import numpy as np
+    from keras_gated_tsn.fusion import Fused, register_comparator, stream_scores
 
     @register_comparator("max", "element-wise max of the two streams' mean scores")
     def _max(test_sf, val_sf):

@@ -1,6 +1,6 @@
 """The fusion table: every registered comparator on a test score file, as rows.
 
-Rows come from :func:`keras_gated_tsn.fusion.comparators.comparators`, in
+Rows come from :func:`keras_gated_tsn.fusion.comparators.registered_comparators`, in
 registration order; a comparator that cannot run on the given files (a
 stream missing, no validation file) keeps its row with empty accuracies and
 the reason in ``note``. A comparator that tunes a setting on the validation
@@ -24,7 +24,7 @@ import numpy as np
 from keras_gated_tsn.atomic import atomic_write
 from keras_gated_tsn.evaluation.metrics import mean_class_accuracy, top1_accuracy
 from keras_gated_tsn.evaluation.scores import ScoreFile
-from keras_gated_tsn.fusion.comparators import Skipped, registered_comparators
+from keras_gated_tsn.fusion.comparators import Skipped, get_comparator, registered_comparators
 
 #: Keys of a fusion-table row, in column order.
 ROW_FIELDS = ("method", "rgb_weight", "flow_weight", "top1", "mean_class_accuracy", "tuned_on", "note")
@@ -98,8 +98,6 @@ def fusion_table(
         ValueError: invalid score files, no test videos, the class lists of
             validation and test differ, or an unknown method.
     """
-    from keras_gated_tsn.fusion.comparators import get_comparator
-
     test_sf.validate()
     if test_sf.num_videos == 0:
         raise ValueError("the test score file has no videos")

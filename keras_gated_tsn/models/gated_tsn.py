@@ -23,8 +23,6 @@ FUSION_INITIALIZERS = ("xavier", "identity")
 OUTPUTS = ("fused", "rgb", "flow", "gating_classifier", "fusion_weights")
 #: Outputs that carry class scores (pre-softmax) and take a cross-entropy loss or an accuracy.
 SCORED_OUTPUTS = ("fused", "gating_classifier", "rgb", "flow")
-#: The two heads of the gating ConvNet (new layers, never initialised from a backbone).
-GATE_HEADS = ("gating_fc-action", "gating_fc_classify")
 
 StreamLike = Union[TSN, dict]
 
@@ -301,7 +299,9 @@ class GatedTSN(keras.Model):
         Sec. IV-A; the authors' conv-fusion prototxt used 0.1). Metrics: top-1
         ``accuracy`` of ``fused``, the gating classifier and each stream. The
         optimizer: :func:`~keras_gated_tsn.training.recipes.make_optimizer`
-        with the gate stage's recipe.
+        with the gate stage's learning rate and no gradient accumulation (the
+        authors' 4 x 32 is ``make_optimizer(iter_size=32)`` with batches of 4,
+        as ``gated-tsn train --stage gate`` does by default).
 
         Args:
             gating_loss_weight: λ >= 0 (ignored when ``loss_weights`` is given).

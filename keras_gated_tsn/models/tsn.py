@@ -181,8 +181,9 @@ class TSN(keras.Model):
 
     def compile(self, optimizer="auto", loss="auto", metrics="auto", **kwargs):
         """``keras.Model.compile`` with the paper's recipe for what is ``"auto"``:
-        :func:`~keras_gated_tsn.training.recipes.make_optimizer` for this
-        stream's modality (SGD as Caffe, lr 1e-3 RGB / 5e-3 flow), cross-entropy
+        :func:`~keras_gated_tsn.training.recipes.make_optimizer` with this
+        stream's learning rate (SGD as Caffe, lr 1e-3 RGB / 5e-3 flow, clip 40,
+        no accumulation), cross-entropy
         on the pre-softmax scores with integer labels, top-1 ``accuracy``."""
         from keras_gated_tsn.training import recipes
 

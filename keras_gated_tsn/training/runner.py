@@ -98,7 +98,7 @@ def run_algorithm1(
         ValueError, FileNotFoundError: from the stages (bad options, missing
             files), or for an unknown stage.
     """
-    from keras_gated_tsn.data.layout import CLASSES_FILE, FRAMES_DIR
+    from keras_gated_tsn.data.layout import CLASSES_FILE, FRAMES_DIR, list_file
     from keras_gated_tsn.data.lists import read_class_names
     from keras_gated_tsn.evaluation.protocol import evaluate
     from keras_gated_tsn.evaluation.scores import save_scores
@@ -113,8 +113,8 @@ def run_algorithm1(
     out_dir = os.path.abspath(out_dir)
     models_dir = os.path.join(out_dir, "models")
     paths = {stage: os.path.join(models_dir, f"{stage}.keras") for stage in STAGES}
-    lists = [name for name in evaluate_lists if os.path.isfile(os.path.join(data_dir, f"{name}.txt"))]
-    total = len(stages) + (len(lists) + 1 if lists else 0)
+    lists = [name for name in evaluate_lists if os.path.isfile(os.path.join(data_dir, list_file(name)))]
+    total = len(stages) + len(lists) + ("test" in lists)
     step = 0
     histories = {}
     for stage in stages:
@@ -143,9 +143,10 @@ def run_algorithm1(
     loaded = {}
     for name in lists:
         step += 1
-        log(f"\n[{step}/{total}] gated-tsn evaluate: {name}.txt, {test_frames} frames x {test_crops} crops per video")
+        log(f"\n[{step}/{total}] gated-tsn evaluate: {list_file(name)}, {test_frames} frames x {test_crops} crops "
+            "per video")
         loaded[name] = evaluate(
-            os.path.join(data_dir, f"{name}.txt"), os.path.join(data_dir, FRAMES_DIR), class_names,
+            os.path.join(data_dir, list_file(name)), os.path.join(data_dir, FRAMES_DIR), class_names,
             num_frames=test_frames, crops=test_crops, progress=progress, **models,
         )
         result.scores[name] = save_scores(os.path.join(scores_dir, f"{name}.npz"), loaded[name])

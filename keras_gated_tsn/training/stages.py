@@ -23,7 +23,9 @@ from typing import Optional
 
 import keras
 
+from keras_gated_tsn.atomic import save_atomically
 from keras_gated_tsn.backbones import backbone_names
+from keras_gated_tsn.models.common import check_int, check_ratio
 from keras_gated_tsn.models.gated_tsn import FEATURE_FUSIONS, FUSION_INITIALIZERS, GATE_ACTIVATIONS
 from keras_gated_tsn.training import recipes
 
@@ -74,7 +76,7 @@ class StageConfig:
         None, "initial learning rate (default: 1e-3 rgb, 5e-3 flow (TSN's), 1e-3 gate/joint)", flag="--lr",
         type=float)
     min_learning_rate: Optional[float] = _option(
-        None, "lowest learning rate of the /10-on-plateau schedule (default: lr/100 streams, 1e-4 gate)",
+        None, "lowest learning rate of the /10-on-plateau schedule (default: lr/100 streams, lr/10 gate/joint)",
         flag="--min-lr", type=float)
     patience: int = _option(10, "epochs without improvement before early stopping (default 10)",
                             flag="--patience", type=int)
@@ -109,19 +111,21 @@ class StageConfig:
     fusion_layer: Optional[str] = _option(
         None, "feature layer to fuse (default: the backbone's: inception_4e_output / conv4 / block5_conv2)",
         flag="--fusion-layer", group="gate (--stage gate / joint)")
-    feature_fusion: str = _option(
-        "conv", "conv (paper), concat (channels, eq. 8) or concat_height (the authors' concatenation network)",
+    feature_fusion: Optional[str] = _option(
+        None, "conv (paper, default), concat (channels, eq. 8) or concat_height (the authors' concatenation network)",
         flag="--feature-fusion", group="gate (--stage gate / joint)", choices=FEATURE_FUSIONS)
-    gate_activation: str = _option("relu", "relu (paper) or softmax", flag="--gate-activation",
-                                   group="gate (--stage gate / joint)", choices=GATE_ACTIVATIONS)
-    gate_dropout: float = _option(0.8, "dropout before the gate's heads (paper: 0.8)", flag="--gate-dropout",
-                                  group="gate (--stage gate / joint)", type=float)
-    fusion_initializer: str = _option("xavier", "kernel init of the fusion conv: xavier (prototxt) or identity",
-                                      flag="--fusion-init", group="gate (--stage gate / joint)",
-                                      choices=FUSION_INITIALIZERS)
-    gate_init: str = _option(
-        "rgb", "the gating ConvNet's start: rgb (the RGB stream's layers), imagenet, or a backbone weights file "
-        "(the paper: ImageNet)", flag="--gate-init", group="gate (--stage gate / joint)")
+    gate_activation: Optional[str] = _option(
+        None, "relu (paper, default) or softmax", flag="--gate-activation", group="gate (--stage gate / joint)",
+        choices=GATE_ACTIVATIONS)
+    gate_dropout: Optional[float] = _option(
+        None, "dropout before the gate's heads (default: the paper's 0.8)", flag="--gate-dropout",
+        group="gate (--stage gate / joint)", type=float)
+    fusion_initializer: Optional[str] = _option(
+        None, "kernel init of the fusion conv: xavier (prototxt, default) or identity", flag="--fusion-init",
+        group="gate (--stage gate / joint)", choices=FUSION_INITIALIZERS)
+    gate_init: Optional[str] = _option(
+        None, "the gating ConvNet's start: rgb (the RGB stream's layers, default), imagenet (the paper's) or a "
+        "backbone weights file", flag="--gate-init", group="gate (--stage gate / joint)")
     stream_dropout: bool = _option(
         False, "keep the frozen streams' dropout on while the gate trains (the authors' Caffe net did)",
         flag="--stream-dropout", group="gate (--stage gate / joint)", action="store_true")
@@ -137,13 +141,19 @@ class StageConfig:
             ValueError: for an unknown stage or a value out of range (quoted).
         """
         base = recipes.stage_recipe(self.stage)
+        learning_rate = base.learning_rate if self.learning_rate is None else self.learning_rate
+        # The schedule's floor keeps the recipe's ratio to the learning rate actually used.
+        min_learning_rate = (
+            learning_rate * base.min_learning_rate / base.learning_rate
+            if self.min_learning_rate is None else self.min_learning_rate
+        )
         recipe = dataclasses.replace(
             base,
+            learning_rate=learning_rate,
+            min_learning_rate=min_learning_rate,
             **{
                 name: value
                 for name, value in (
-                    ("learning_rate", self.learning_rate),
-                    ("min_learning_rate", self.min_learning_rate),
                     ("batch_size", self.batch_size),
                     ("iter_size", self.iter_size),
                     ("gating_loss_weight", self.gating_loss_weight),
@@ -152,31 +162,30 @@ class StageConfig:
             },
         )
         for name in ("batch_size", "iter_size"):
-            _check_int(name, getattr(recipe, name), 1)
+            check_int(name, getattr(recipe, name), 1)
         for name in ("epochs", "num_segments", "input_size", "new_length"):
-            _check_int(name, getattr(self, name), 1)
+            check_int(name, getattr(self, name), 1)
         for name in ("patience", "lr_patience"):
-            _check_int(name, getattr(self, name), 0)
+            check_int(name, getattr(self, name), 0)
         if not recipe.learning_rate > 0 or not recipe.min_learning_rate > 0:
             raise ValueError(
                 f"learning rates must be > 0, got {recipe.learning_rate!r} and {recipe.min_learning_rate!r}"
+            )
+        if recipe.min_learning_rate > recipe.learning_rate:
+            raise ValueError(
+                f"the lowest learning rate ({recipe.min_learning_rate!r}) is above the initial one "
+                f"({recipe.learning_rate!r})"
             )
         if not self.weight_decay >= 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         if self.clip_gradients is not None and not self.clip_gradients > 0:
             raise ValueError(f"clip_gradients must be > 0 (or None: no clipping), got {self.clip_gradients!r}")
         for name in ("dropout", "gate_dropout"):
-            value = getattr(self, name)
-            if value is not None and not 0 <= value < 1:
-                raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+            if getattr(self, name) is not None:
+                check_ratio(name, getattr(self, name))
         if recipe.gating_loss_weight is not None and not recipe.gating_loss_weight >= 0:
             raise ValueError(f"the loss weight lambda must be >= 0, got {recipe.gating_loss_weight!r}")
         return recipe
-
-
-def _check_int(name: str, value, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
 
 
 def _require_file(path: Optional[str], what: str) -> str:
@@ -234,11 +243,14 @@ def build_stage_model(config: StageConfig, num_classes: int) -> keras.Model:
     if config.stage == "gate":
         rgb = load_model(_require_file(config.rgb, "--rgb (the trained RGB stream)"), TSN)
         flow = load_model(_require_file(config.flow, "--flow (the trained flow stream)"), TSN)
+        options = {
+            "fusion_layer": config.fusion_layer, "feature_fusion": config.feature_fusion,
+            "gate_activation": config.gate_activation, "dropout": config.gate_dropout,
+            "fusion_initializer": config.fusion_initializer, "gate_init": config.gate_init,
+        }
         model = GatedTSN(
-            rgb, flow, fusion_layer=config.fusion_layer, feature_fusion=config.feature_fusion,
-            gate_activation=config.gate_activation, dropout=config.gate_dropout,
-            fusion_initializer=config.fusion_initializer, gate_init=config.gate_init,
-            stream_dropout=config.stream_dropout,
+            rgb, flow, stream_dropout=config.stream_dropout,
+            **{name: value for name, value in options.items() if value is not None},  # else the model's default
         )
     else:
         model = load_model(_require_file(config.resume, "--resume (the stage-2 gated model)"), GatedTSN)
@@ -261,15 +273,16 @@ def run_stage(config: StageConfig):
         FileNotFoundError: for a missing list, class or checkpoint file.
     """
     from keras_gated_tsn.data import pipeline
+    from keras_gated_tsn.data.layout import CLASSES_FILE, FRAMES_DIR, list_file
     from keras_gated_tsn.data.lists import read_class_names
 
     recipe = config.recipe()
     if not str(config.out).endswith(".keras"):
         raise ValueError(f"the output model must end in .keras, got {config.out!r}")
     data_dir = config.data_dir
-    class_names = read_class_names(_require_file(os.path.join(data_dir, "classes.txt"), "classes.txt"))
-    train_list = _require_file(config.train_list or os.path.join(data_dir, "train.txt"), "training list")
-    val_list = config.val_list or os.path.join(data_dir, "val.txt")
+    class_names = read_class_names(_require_file(os.path.join(data_dir, CLASSES_FILE), CLASSES_FILE))
+    train_list = _require_file(config.train_list or os.path.join(data_dir, list_file("train")), "training list")
+    val_list = config.val_list or os.path.join(data_dir, list_file("val"))
     if not os.path.isfile(val_list):
         if config.val_list:
             raise FileNotFoundError(f"validation list: no such file {val_list!r}")
@@ -278,9 +291,9 @@ def run_stage(config: StageConfig):
     model = build_stage_model(config, len(class_names))
     modality = "rgb+flow" if gated else model.modality
 
-    def data(list_file, training):
+    def data(records, training):
         return pipeline.make_dataset(
-            list_file, os.path.join(data_dir, "frames"), modality, num_segments=config.num_segments,
+            records, os.path.join(data_dir, FRAMES_DIR), modality, num_segments=config.num_segments,
             new_length=model.new_length if gated else model.snippet_length, input_size=model.input_size, batch_size=recipe.batch_size,
             training=training, seed=config.seed,
         )
@@ -302,12 +315,5 @@ def run_stage(config: StageConfig):
         shuffle=False,  # the tf.data pipeline shuffles (seedably) itself
         verbose=config.verbose,
     )
-    _save_atomically(model, config.out)
+    save_atomically(model, config.out)
     return model, history
-
-
-def _save_atomically(model: keras.Model, path: str) -> None:
-    from keras_gated_tsn.atomic import atomic_path
-
-    with atomic_path(path, suffix=".keras") as tmp:
-        model.save(tmp)

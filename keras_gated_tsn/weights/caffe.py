@@ -251,7 +251,9 @@ def convert_caffe(
     Raises:
         ValueError: a Caffe layer with weights has no Keras layer, a layer type
             does not fit, or shapes differ (all named, with both shapes); the
-            file is not a ``.caffemodel``. The model is unchanged then.
+            checkpoint leaves Keras layers with weights unfilled (named; unless
+            ``allow_partial``); the file is not a ``.caffemodel``. The model is
+            unchanged then.
         OSError: the file cannot be read.
     """
     path = os.fspath(caffemodel_path)

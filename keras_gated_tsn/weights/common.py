@@ -358,9 +358,9 @@ def load_source_layers(
     Raises:
         ValueError: listing every source layer with weights that has no Keras
             layer, every type mismatch and every shape mismatch (layer names
-            and both shapes), and, unless ``allow_partial``, every Keras layer
-            the checkpoint does not fill (an empty checkpoint fills none); the
-            model is unchanged then.
+            and both shapes), or else, unless ``allow_partial``, every Keras
+            layer the checkpoint does not fill (an empty checkpoint fills none);
+            the model is unchanged then.
     """
     rename = dict(rename or {})
     skip = set(skip)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from typing import Iterable, Mapping, Optional
 
+from keras_gated_tsn.atomic import save_atomically
 from keras_gated_tsn.layers.preprocessing import MODALITIES
 
 _PYTORCH_SUFFIXES = (".pth", ".pt", ".pth.tar", ".tar", ".ckpt")
@@ -41,17 +42,6 @@ def _read_sources(src: str, fmt: str, allow_pickle: bool):
     sources, _ = pytorch_source_layers(state)
     notes = ["checkpoint metadata: " + ", ".join(f"{k}={v!r}" for k, v in meta.items())] if meta else []
     return sources, notes
-
-
-def _save_atomically(model, dst: str) -> None:
-    from keras_gated_tsn.atomic import atomic_path
-
-    if dst.endswith(".keras"):
-        with atomic_path(dst, suffix=".keras") as tmp:
-            model.save(tmp)
-    else:
-        with atomic_path(dst, suffix=".weights.h5") as tmp:
-            model.save_weights(tmp)
 
 
 def convert_weights(
@@ -161,8 +151,9 @@ def convert_weights(
     def target_name(source):
         return rename.get(source.name, rename.get(source.keras_name, source.keras_name))
 
-    tsn_classifier = next((s for s in sources if target_name(s) == TSN_CLASSIFIER), None)
-    dense = [s for s in sources if s.kind == DENSE and s.name not in skip and s.keras_name not in skip]
+    kept = [s for s in sources if s.name not in skip and s.keras_name not in skip]
+    tsn_classifier = next((s for s in kept if target_name(s) == TSN_CLASSIFIER), None)
+    dense = [s for s in kept if s.kind == DENSE]
     size = input_size or spec.default_input_size
     channels = 3 if modality == "rgb" else 2 * new_length
 
@@ -214,6 +205,6 @@ def convert_weights(
         model, sources, report=report, rename=rename, skip=skip, cross_modality=cross_modality,
         allow_partial=allow_partial,
     )
-    _save_atomically(model, dst)
+    save_atomically(model, dst)
     report.destination, report.model_kind, report.load_hint = dst, kind, hint
     return report

@@ -100,27 +100,34 @@ def load_into(model, backbone: str, weights, builder_kwargs: dict) -> None:
 
     path = resolve(backbone, weights)
     channels = model.inputs[0].shape[-1]
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            model.load_weights(path)
-        # Keras warns, and loads the rest, when part of a file does not match
-        # the model: here that is a failed load, never a partial one.
-        skipped = [str(w.message) for w in caught if str(w.message).startswith("Skipping")]
-        if not skipped:
-            return
-        first_error = skipped[0]
-    except ValueError as error:
-        first_error = error
+    first_error = _load_whole(model, path)
+    if first_error is None:
+        return
     if channels != 3:
         kwargs = {k: v for k, v in builder_kwargs.items() if k not in ("input_tensor", "weights", "input_shape")}
         size = tuple(model.inputs[0].shape[-3:-1])
         twin = get_backbone(backbone).builder(**kwargs, input_shape=size + (3,), weights=None)
-        try:
-            twin.load_weights(path)
-        except ValueError:
-            pass
-        else:
+        if _load_whole(twin, path) is None:
             copy_weights_by_name(twin, model)
             return
     raise ValueError(f"weights file {path} does not fit {model.name}: {first_error}") from None
+
+
+def _load_whole(model, path: str):
+    """Loads ``path`` into ``model``; returns None, or what went wrong.
+
+    Keras warns ("Skipping ...") and loads the rest when part of a file does
+    not match the model: here that is a failed load, never a partial one.
+    Other warnings are passed on.
+    """
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model.load_weights(path)
+    except ValueError as error:
+        return error
+    skipped = [str(w.message) for w in caught if str(w.message).startswith("Skipping")]
+    for w in caught:
+        if not str(w.message).startswith("Skipping"):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return skipped[0] if skipped else None

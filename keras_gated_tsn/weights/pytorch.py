@@ -210,8 +210,10 @@ def convert_pytorch(
 
     Raises:
         ImportError: torch is missing ("pip install keras_gated_tsn[torch]").
-        ValueError: a module with weights has no Keras layer, or types or
-            shapes differ (all named, with both shapes); the model is unchanged.
+        ValueError: a module with weights has no Keras layer, types or shapes
+            differ (all named, with both shapes), or the checkpoint leaves Keras
+            layers with weights unfilled (named; unless ``allow_partial``); the
+            model is unchanged then.
     """
     path = os.fspath(path)
     state, meta = load_state_dict(path, allow_pickle=allow_pickle)

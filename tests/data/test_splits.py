@@ -260,3 +260,17 @@ def test_split_records_on_real_hmdb51_split(hmdb1):
     train, test, missing = split_records(records, hmdb1, ours)
     assert train == records[:1] and test == records[1:2]
     assert len(missing) == 3570 + 1530 - 2
+
+
+def test_hold_out_validation_by_class_in_name_order():
+    from keras_gated_tsn.data.lists import VideoRecord
+    from keras_gated_tsn.data.splits import hold_out_validation
+
+    records = [VideoRecord(f"v_A_g0{i}_c01", 10, 0) for i in (3, 1, 2, 4)] + [VideoRecord("v_B_g01_c01", 10, 1)]
+    train, val = hold_out_validation(records, 0.5)
+    assert [r.video for r in val] == ["v_A_g03_c01", "v_A_g04_c01"]  # the last half of A in name order
+    assert [r.video for r in train] == ["v_A_g01_c01", "v_A_g02_c01", "v_B_g01_c01"]  # B's only video stays
+    train, val = hold_out_validation(records, 0.9)
+    assert {r.label for r in train} == {0, 1}  # never a class's last training video
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        hold_out_validation(records, 1.0)

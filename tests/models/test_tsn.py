@@ -127,17 +127,20 @@ def test_import_keras_gated_tsn_alone_lets_keras_load_every_model(tmp_path):
 
     rgb = TSN(num_classes=3, input_size=32, num_segments=1)
     flow = TSN(modality="flow", num_classes=3, input_size=32, num_segments=1)
+    rgb.compile()  # compiled, as `gated-tsn train` writes them: the optimizer is saved too
     rgb.save(tmp_path / "rgb.keras")
-    GatedTSN(rgb, flow).save(tmp_path / "gated.keras")
+    gated = GatedTSN(rgb, flow)
+    gated.compile()
+    gated.save(tmp_path / "gated.keras")
     code = (
         "import keras, keras_gated_tsn\n"
         f"s = keras.saving.load_model({str(tmp_path / 'rgb.keras')!r})\n"
         f"g = keras.saving.load_model({str(tmp_path / 'gated.keras')!r})\n"
-        "print(type(s).__name__, s.modality, type(g).__name__, g.fusion_layer)\n"
+        "print(type(s).__name__, s.modality, type(g).__name__, g.fusion_layer, type(g.optimizer).__name__)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.split() == ["TSN", "rgb", "GatedTSN", "inception_4e_output"]
+    assert result.stdout.split() == ["TSN", "rgb", "GatedTSN", "inception_4e_output", "CaffeSGD"]
 
 
 def test_compile_defaults_are_the_recipe(rgb_stream, flow_stream):

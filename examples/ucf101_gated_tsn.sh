@@ -40,7 +40,7 @@ fi
 gated-tsn train --stage gate  --data "$data" --out "$work/gate.keras" \
     --rgb "$work/rgb.keras" --flow "$work/flow.keras" --gate-init "$imagenet"
 # Stage 3: jointly with the gating classifier, lambda = 1.
-gated-tsn train --stage joint --data "$data" --out "$work/gated.keras" --resume "$work/gate.keras"
+gated-tsn train --stage joint --data "$data" --out "$work/gated.keras" --gate "$work/gate.keras"
 
 # 25 frames x 10 crops per video, then the fusion table of Table III's columns.
 # val.txt is the test list here, so the test scores serve as validation scores

@@ -14,6 +14,10 @@ Importing the package registers every layer and model with Keras, so
 
 __version__ = "0.2.0"
 
+from keras_gated_tsn._startup import import_tensorflow as _import_tensorflow
+
+_import_tensorflow()  # before Keras: TensorFlow's start-up notices held back (see _startup)
+
 # Importing these registers every Keras object the package saves: layers, models
 # and the optimizer a compiled model carries (training.recipes.CaffeSGD).
 from keras_gated_tsn import layers, models  # noqa: E402,F401

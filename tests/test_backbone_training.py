@@ -22,8 +22,7 @@ def test_streams_and_gate_train(prepared_samples, tmp_path, backbone):
         ("flow", {"init_from": paths["rgb"]}),
         ("gate", {"rgb": paths["rgb"], "flow": paths["flow"]}),
     ):
-        _, history = run_stage(StageConfig(stage=stage, out=paths[stage], **common, **extra))
-        histories[stage] = history.history
+        histories[stage] = run_stage(StageConfig(stage=stage, out=paths[stage], **common, **extra)).history
     assert np.isfinite(histories["rgb"]["loss"][0]) and np.isfinite(histories["gate"]["fused_loss"][0])
     gate = load_model(paths["gate"], GatedTSN)
     assert gate.backbone == backbone and gate.fusion_layer == {"caffenet": "conv4", "vgg16": "block5_conv2"}[backbone]

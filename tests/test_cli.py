@@ -55,17 +55,29 @@ def test_train_help_is_the_config_and_names_the_recipe(capsys):
 
 
 @pytest.mark.parametrize("bad,message", [
-    (["--epochs", "0"], "epochs must be an int >= 1"),
-    (["--batch-size", "0"], "batch_size must be an int >= 1"),
-    (["--lr", "-1"], "learning rates must be > 0"),
-    (["--gate-dropout", "1.5"], "gate_dropout must be in [0, 1)"),
+    (["--epochs", "0"], "argument --epochs: expected an integer >= 1, got 0"),
+    (["--epochs", "-1"], "argument --epochs: expected an integer >= 1, got -1"),
+    (["--batch-size", "0"], "argument --batch-size: expected an integer >= 1, got 0"),
+    (["--checkpoint-every", "0"], "argument --checkpoint-every: expected an integer >= 1"),
+    (["--lr", "-1"], "argument --lr: expected a positive number"),
+    (["--gate-dropout", "1.5"], "argument --gate-dropout: expected a number in [0, 1)"),
+    (["--precision", "float8"], "argument --precision: invalid choice"),
     (["--lr", "1e-6", "--min-lr", "1e-5"], "lowest learning rate (1e-05) is above the initial one (1e-06)"),
+    (["--rgb", "r.keras"], "--rgb does not apply to --stage rgb"),
+    (["--resume", "g.keras"], "--gate (--resume) does not apply to --stage rgb (a killed run resumes by itself"),
 ])
 def test_train_refuses_values_that_make_no_sense(prepared_samples, tmp_path, capsys, bad, message):
+    """Each value is refused before any work, with exit status 2, and a model
+    already at --out (a trained one, say) is left as it was."""
     out = tmp_path / "m.keras"
-    assert main(["train", "--stage", "rgb", "--data", str(prepared_samples), "--out", str(out), *bad]) == 2
+    out.write_bytes(b"a trained model")
+    try:
+        status = main(["train", "--stage", "rgb", "--data", str(prepared_samples), "--out", str(out), *bad])
+    except SystemExit as exit:  # argparse's usage errors
+        status = exit.code
+    assert status == 2
     assert message in capsys.readouterr().err
-    assert not out.exists()
+    assert out.read_bytes() == b"a trained model"
 
 
 def test_error_path_interrupt_and_bad_input(capsys):

@@ -207,8 +207,9 @@ def test_stage_defaults_are_the_authors_recipe(trained_models, prepared_samples,
 
     # Through fit() at the defaults: one epoch of the 28 training sub-clips is 7 batches
     # of 4, fewer than the 32 an update accumulates, so the gate has not moved yet.
-    model, history = run_stage(dataclasses.replace(config, epochs=1, num_segments=2, verbose=0))
-    assert np.isfinite(history.history["fused_loss"][0])
+    result = run_stage(dataclasses.replace(config, epochs=1, num_segments=2, verbose=0))
+    model = result.model
+    assert np.isfinite(result.history["fused_loss"][0])
     np.testing.assert_array_equal(
         model.get_layer("gating_inception_5a_1x1").kernel.numpy(),
         load_model(paths["rgb"], TSN).get_layer("inception_5a_1x1").kernel.numpy(),
@@ -246,10 +247,51 @@ def test_bad_stage_inputs(prepared_samples, tmp_path):
         run_stage(StageConfig(stage="rgb", data_dir=str(tmp_path), out=str(tmp_path / "m.keras")))
     with pytest.raises(ValueError, match="holds a TSN, expected a GatedTSN"):
         run_stage(StageConfig(stage="joint", data_dir=str(prepared_samples), out=str(tmp_path / "m.keras"),
-                              resume=_any_stream(tmp_path)))
+                              gate_model=_any_stream(tmp_path)))
 
 
 def _any_stream(tmp_path):
     path = tmp_path / "stream.keras"
     TSN(num_classes=3, input_size=32, num_segments=1).save(path)
     return str(path)
+
+
+def test_accumulated_batches_update_as_one_big_batch(trained_models, prepared_samples):
+    """Caffe's iter_size through fit(): 2 accumulated batches of 2 videos move the
+    gate exactly as 1 batch of 4 (Keras averages the 2 gradients as Caffe's
+    Normalize does; the clip acts on that mean). Exact up to float rounding because
+    the gate's BN layers are frozen (moving statistics); in a stream whose BN
+    trains, batch statistics over 2 videos differ from those over 4, so there
+    accumulation is close but not identical. A wrong divisor, an update on every
+    batch or a lost half-gradient fails this."""
+    paths, _ = trained_models
+    x, y = first_batch(prepared_samples, "rgb+flow", size=SIZE, batch_size=4)
+    rgb, flow = load_model(paths["rgb"], TSN), load_model(paths["flow"], TSN)
+    keras.utils.set_random_seed(0)
+    accumulated = GatedTSN(rgb, flow, dropout=0.0)
+    whole = GatedTSN(rgb, flow, dropout=0.0)
+    whole.set_weights(accumulated.get_weights())
+    start = [w.copy() for w in accumulated.get_weights()]
+    accumulated.compile(optimizer=make_optimizer(0.1, iter_size=2, clip_gradients=None))
+    whole.compile(optimizer=make_optimizer(0.1, iter_size=1, clip_gradients=None))
+    accumulated.fit(x, y, batch_size=2, epochs=1, shuffle=False, verbose=0)
+    whole.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0)
+    moved = 0
+    for before, a, b in zip(start, accumulated.get_weights(), whole.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+        moved += not np.array_equal(a, before)
+    assert moved > 0
+
+
+def test_the_joint_stage_takes_the_precision_asked_for(trained_models, prepared_samples, tmp_path):
+    """A loaded .keras keeps the policy it was saved with; --precision must still
+    hold for the joint stage (the gate was trained in float32)."""
+    from keras_gated_tsn.precision import precision_scope
+
+    paths, _ = trained_models
+    config = StageConfig(stage="joint", data_dir=str(prepared_samples), out=str(tmp_path / "j.keras"),
+                         gate_model=paths["gate"], precision="mixed_bfloat16", iter_size=1)
+    with precision_scope("mixed_bfloat16", warn=False):
+        model = build_stage_model(config, num_classes=3)
+    assert model.precision == "mixed_bfloat16"
+    assert model.get_layer("fused").dtype_policy.name == "float32"  # the scores stay float32

@@ -112,7 +112,8 @@ class BackboneSpec:
 
         from keras_gated_tsn.layers.preprocessing import ModalityPreprocessing
 
-        out = ModalityPreprocessing(modality, bgr_mean=self.bgr_mean)(x)
+        # float32 whatever the global dtype policy (a mixed policy would give float16).
+        out = ModalityPreprocessing(modality, bgr_mean=self.bgr_mean, dtype="float32")(x)
         return keras.ops.convert_to_numpy(out) if isinstance(x, np.ndarray) else out
 
 

@@ -31,7 +31,7 @@ The method, end to end:
   gated-tsn train --stage rgb   --data DATA/ --out rgb.keras
   gated-tsn train --stage flow  --data DATA/ --out flow.keras --init-from rgb.keras
   gated-tsn train --stage gate  --data DATA/ --out gate.keras --rgb rgb.keras --flow flow.keras
-  gated-tsn train --stage joint --data DATA/ --out gated.keras --resume gate.keras
+  gated-tsn train --stage joint --data DATA/ --out gated.keras --gate gate.keras
   gated-tsn evaluate --data DATA/ --list DATA/test.txt --model gated.keras --out test.npz
   gated-tsn fuse test.npz --val-scores val.npz    fixed / weighted / SCI / gated table
 

@@ -62,6 +62,8 @@ def _finite_float(condition, expected: str):
 
 #: An argparse ``type``: a finite number > 0.
 positive_float = _finite_float(lambda value: value > 0, "a positive number")
+#: An argparse ``type``: a finite number >= 0.
+non_negative_float = _finite_float(lambda value: value >= 0, "a number >= 0")
 #: An argparse ``type``: a number in [0, 1) (a dropout ratio, a fraction).
 ratio = _finite_float(lambda value: 0 <= value < 1, "a number in [0, 1)")
 

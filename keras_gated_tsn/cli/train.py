@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 
 NAME = "train"
 HELP = "train one stage of Algorithm 1 (rgb, flow, gate, joint) with Keras fit()"
@@ -35,14 +36,25 @@ gradient, biases at 2x the learning rate, the global gradient norm clipped at
 40 (on the sum of the accumulated batches, as Caffe), lr divided by 10 on
 plateau, early stopping on validation accuracy. Validation is DATA/val.txt
 (see `gated-tsn split --help`: the authors validated on the test list).
-Writes OUT (best epoch), OUT_best.keras during training and OUT_log.csv."""
+Writes OUT (the best epoch's model), OUT_log.csv (per epoch: losses, accuracies,
+learning rate, mean fusion weights) and TensorBoard logs in OUT_logs/.
+Before training it says what it found (videos, classes), the device, precision
+and global batch; with output redirected to a file, one line per epoch."""
 EPILOG = """\
 the paper's recipe on a prepared UCF101 split:
   gated-tsn train --stage rgb   --data ucf101/ --out rgb.keras --backbone-weights imagenet
   gated-tsn train --stage flow  --data ucf101/ --out flow.keras --backbone-weights imagenet
   gated-tsn train --stage gate  --data ucf101/ --out gate.keras --rgb rgb.keras --flow flow.keras \\
       --gate-init imagenet
-  gated-tsn train --stage joint --data ucf101/ --out gated.keras --resume gate.keras"""
+  gated-tsn train --stage joint --data ucf101/ --out gated.keras --gate gate.keras
+
+a killed run goes on from where it was when started again with the same command
+(the training state is in OUT.ckpt/, removed when the stage ends; --restart
+discards it). Several GPUs of one machine: --strategy mirrored; several
+machines: --strategy multi-worker with TF_CONFIG set on each (see README)."""
+
+
+from keras_gated_tsn.cli.common import int_at_least, non_negative_float, positive_float, ratio
 
 
 def _stage_fields():
@@ -64,16 +76,33 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         kwargs = dict(meta["argparse"])
         if "action" not in kwargs and "choices" not in kwargs:
             kwargs["metavar"] = meta["flag"].lstrip("-").upper().replace("-", "_")
-        target.add_argument(meta["flag"], dest=field.name, default=field.default, help=meta["help"], **kwargs)
+        if kwargs.get("type") is int:  # counts are checked by argparse: a usage error, not a traceback
+            kwargs["type"] = int_at_least(0 if field.name in ("patience", "lr_patience", "seed") else 1)
+        elif kwargs.get("type") is float:
+            kwargs["type"] = ratio if field.name in ("dropout", "gate_dropout") else (
+                non_negative_float if field.name in ("weight_decay", "gating_loss_weight") else positive_float)
+        target.add_argument(meta["flag"], *meta.get("aliases", ()), dest=field.name, default=field.default,
+                            help=meta["help"], **kwargs)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    """Runs the stage and prints what it wrote; bad input raises (exit 2)."""
+    """Runs the stage and prints what it wrote; bad input raises (exit 2), a
+    diverged run exits 1 naming the step."""
+    from keras_gated_tsn.training.checkpoints import TrainingDiverged
     from keras_gated_tsn.training.stages import StageConfig, run_stage
 
     config = StageConfig(**{field.name: getattr(args, field.name) for field in _stage_fields()})
-    _, history = run_stage(config)
-    epochs = len(history.history.get("loss", []))
-    print(f"trained stage {config.stage} for {epochs} epochs; model written to {config.out}")
+    try:
+        result = run_stage(config)
+    except TrainingDiverged as error:
+        print(f"gated-tsn train: stopped: {error}", file=sys.stderr)
+        return 1
+    epochs = len(result.history.get("loss", []))
+    best = (f"best {result.monitor} {result.best:.4f} at epoch {result.best_epoch}"
+            if result.best is not None else f"no finite {result.monitor}")
+    print(f"trained stage {config.stage}: {epochs} epochs" + (" (resumed)" if result.resumed_from else "")
+          + f", {best}")
+    for what, path in result.files.items():
+        print(f"  {what}: {path}")
     return 0

@@ -18,9 +18,9 @@ Everything per frame happens in the graph: paths are built with ``tf.strings``,
 frames decoded with ``tf.io.decode_jpeg``, sampling and transforms are
 TensorFlow ops (:mod:`~keras_gated_tsn.data.sampling`,
 :mod:`~keras_gated_tsn.data.transforms`) run by a parallel ``map``. Random draws
-are stateless, keyed by a per-element value of ``tf.data.Dataset.random(seed)``,
-so a seeded pipeline gives the same elements on every run (and different ones
-on each epoch).
+are stateless, keyed per element; with a seed, epoch ``e`` of a training
+pipeline is a pure function of ``(seed, e)`` (order and draws), so runs repeat,
+resume mid-epoch and split over workers without changing a batch.
 """
 
 from __future__ import annotations
@@ -215,6 +215,42 @@ def _sources(records_or_list_file, frames_root, modality, new_length, *templates
     return records, reader, dirs, counts
 
 
+def _epoch_indexed(columns, seed, shuffle, batch_size, start_epoch, skip_batches, num_shards, shard_index,
+                   drop_remainder, repeat):
+    """The epochs ``start_epoch, ...`` (a dataset of int64) and a function from an
+    epoch to its training elements ``(dir, count, label, key)``, a pure function
+    of ``(seed, epoch)``: see :func:`make_dataset`."""
+    n = int(columns[0].shape[0])
+    usable = n - n % batch_size if drop_remainder else n
+    if usable == 0:
+        raise ValueError(f"{n} videos do not fill one batch of {batch_size} (partial batches are dropped)")
+    positions = tf.range(usable, dtype=tf.int64)
+    keep = tf.logical_and(
+        positions >= skip_batches * batch_size, (positions % batch_size) % num_shards == shard_index
+    )
+    seed = tf.constant(seed, tf.int64)
+
+    def epoch_elements(epoch):
+        if shuffle:
+            order = tf.argsort(tf.random.stateless_uniform([n], tf.stack([seed, 2 * epoch])))
+        else:
+            order = tf.range(n)
+        order = order[:usable]
+        keys = tf.random.stateless_uniform(
+            [usable], tf.stack([seed, 2 * epoch + 1]), minval=None, maxval=None, dtype=tf.int64
+        )
+        if skip_batches or num_shards > 1:
+            mask = tf.where(tf.equal(epoch, start_epoch), keep, in_shard)
+            order, keys = tf.boolean_mask(order, mask), tf.boolean_mask(keys, mask)
+        return tf.data.Dataset.from_tensor_slices(
+            tuple(tf.gather(column, order) for column in columns) + (keys,)
+        )
+
+    in_shard = (positions % batch_size) % num_shards == shard_index
+    last = np.iinfo(np.int64).max if repeat else start_epoch + 1
+    return tf.data.Dataset.range(start_epoch, last), epoch_elements
+
+
 def _output(groups: Dict[str, tf.Tensor], modality: str):
     return groups if modality == "rgb+flow" else groups[modality]
 
@@ -254,6 +290,10 @@ def make_dataset(
     prefetch: Optional[int] = tf.data.AUTOTUNE,
     drop_remainder: bool = False,
     repeat: bool = False,
+    start_epoch: int = 0,
+    skip_batches: int = 0,
+    num_shards: int = 1,
+    shard_index: int = 0,
 ) -> tf.data.Dataset:
     """Batches of K TSN snippets per video, for training or validation.
 
@@ -294,6 +334,25 @@ def make_dataset(
         prefetch: batches to prefetch (AUTOTUNE default; None or 0: none).
         drop_remainder: drop a last partial batch (static batch dimension).
         repeat: repeat forever (epoch boundaries kept: reshuffled each pass).
+        start_epoch: with a ``seed``, the epoch the dataset starts at (>= 0).
+        skip_batches: with a ``seed``, batches of ``start_epoch`` to leave out
+            (>= 0): where a resumed run goes on.
+        num_shards, shard_index: this worker's share of every batch, for
+            multi-worker training: shard ``w`` of ``W`` gets the videos at
+            positions ``w, w + W, ...`` of each global batch of ``batch_size``
+            videos, and batches of ``batch_size / W`` (which must divide);
+            partial global batches are dropped so that every worker takes the
+            same number of steps. Needs a ``seed`` (the workers must agree on
+            the order).
+
+    With a ``seed`` and ``repeat`` (or a start, skip or shards), epoch ``e`` of
+    a training dataset is a pure function of ``(seed, e)``: its order is a
+    stateless permutation and each video's random draws are keyed by ``(seed,
+    e, position)``; without ``repeat`` it is that one epoch. (A seeded dataset
+    without these draws anew on each pass, the same on every run.) A run resumed at epoch
+    ``e``, batch ``s`` (``start_epoch=e, skip_batches=s``) sees exactly the
+    batches an uninterrupted run would, and ``W`` shards together see the
+    batches of one process.
 
     Returns:
         A dataset of ``(x, label)``: ``label`` int32 (B,) in ``[0, classes)``;
@@ -304,7 +363,8 @@ def make_dataset(
         * ``"flow"``: (B, K, S, S, 2L), channels ``x1, y1, x2, y2, ...``, 128 = no motion;
         * ``"rgb+flow"``: ``{"rgb": (B, K, S, S, 3), "flow": (B, K, S, S, 2L)}``.
 
-        B is ``batch_size`` (None in the spec unless ``drop_remainder``).
+        B is ``batch_size`` (``batch_size / num_shards`` per shard; None in the
+        spec unless batches are full by construction).
 
     Raises:
         ValueError: on an unknown modality (quoted), bad sizes or scales, a
@@ -325,24 +385,45 @@ def make_dataset(
         raise ValueError(f"scale_size must be >= input_size {input_size}, got {scale_size}")
     shuffle = training if shuffle is None else bool(shuffle)
 
+    for name, value, minimum in (("start_epoch", start_epoch, 0), ("skip_batches", skip_batches, 0),
+                                 ("num_shards", num_shards, 1), ("shard_index", shard_index, 0)):
+        if not _is_int(value) or value < minimum:
+            raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    if shard_index >= num_shards:
+        raise ValueError(f"shard_index must be < num_shards ({num_shards}), got {shard_index}")
+    positioned = bool(start_epoch or skip_batches or num_shards > 1)
+    if positioned and not (training and seed is not None):
+        raise ValueError("start_epoch, skip_batches and shards need training=True and a seed")
+    # Epoch-indexed order when it can be named: a repeating or positioned seeded
+    # training pipeline. A plain seeded one re-draws on each pass (an iteration per epoch).
+    indexed = training and seed is not None and (repeat or positioned)
+    if batch_size % num_shards:
+        raise ValueError(f"the global batch of {batch_size} videos does not split over {num_shards} shards")
+
     records, reader, dirs, counts = _sources(
         records_or_list_file, frames_root, modality, new_length,
         rgb_template, flow_x_template, flow_y_template,
     )
     labels = [r.label for r in records]
-    ds = tf.data.Dataset.from_tensor_slices(
-        (tf.constant(dirs), tf.constant(counts, tf.int32), tf.constant(labels, tf.int32))
-    )
-    if shuffle:
-        ds = ds.shuffle(len(records), seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        ds = ds.repeat()
-    if training:
-        # One random int64 per element: the key of all its stateless draws.
-        randoms = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-        ds = tf.data.Dataset.zip((ds, randoms)).map(lambda r, key: (*r, key))
+    columns = (tf.constant(dirs), tf.constant(counts, tf.int32), tf.constant(labels, tf.int32))
+    if indexed:
+        epochs, epoch_elements = _epoch_indexed(
+            columns, seed, shuffle, batch_size, start_epoch, skip_batches, num_shards, shard_index,
+            drop_remainder or num_shards > 1, repeat,
+        )
+        batch_size //= num_shards
     else:
-        ds = ds.map(lambda d, n, y: (d, n, y, tf.constant(0, tf.int64)))
+        ds = tf.data.Dataset.from_tensor_slices(columns)
+        if shuffle:
+            ds = ds.shuffle(len(records), seed=seed, reshuffle_each_iteration=True)
+        if repeat:
+            ds = ds.repeat()
+        if training:
+            # One random int64 per element: the key of all its stateless draws.
+            randoms = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+            ds = tf.data.Dataset.zip((ds, randoms)).map(lambda r, key: (*r, key))
+        else:
+            ds = ds.map(lambda d, n, y: (d, n, y, tf.constant(0, tf.int64)))
 
     channels = _channels(modality, new_length)
     flip_prob = float(flip_prob)
@@ -380,8 +461,13 @@ def make_dataset(
 
     # Seeded or evaluation: elements in order. Unseeded training: any order (faster).
     deterministic = seed is not None or not training
-    ds = ds.map(load, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+
+    def batches(elements):
+        elements = elements.map(load, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
+        return elements.batch(batch_size, drop_remainder=drop_remainder or num_shards > 1)
+
+    # Seeded training batches epoch by epoch, so no batch straddles two epochs.
+    ds = epochs.flat_map(lambda epoch: batches(epoch_elements(epoch))) if indexed else batches(ds)
     if prefetch:
         ds = ds.prefetch(prefetch)
     return ds

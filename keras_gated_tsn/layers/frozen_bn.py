@@ -21,6 +21,11 @@ class FrozenBatchNormalization(keras.layers.BatchNormalization):
     (``gating_three_2_train_val.prototxt``: ``bn_param { frozen: true }`` with
     ``lr_mult: 1`` on scale and shift).
 
+    Under a mixed dtype policy it normalises in float32 (Keras'
+    ``BatchNormalization`` casts float16 / bfloat16 input up and the result
+    back to the compute dtype); its four variables are float32 under every
+    policy.
+
     Input and output: ``(..., C)`` float, channels last (``axis=-1``). Weights
     and constructor arguments are those of ``keras.layers.BatchNormalization``
     (``[gamma, beta, moving_mean, moving_variance]``), so weights copy between

@@ -22,9 +22,14 @@ class ModalityPreprocessing(keras.layers.Layer):
     * ``"flow"``: uint8-encoded flow (128 = no motion), any channel count
       (2L interleaved x/y) → minus 128, values -128..127.
 
-    The input may be any numeric dtype (uint8 from the data pipeline); the
-    output has the layer's compute dtype. Shape is unchanged: ``(..., C)``
-    with C = 3 for RGB.
+    The input may be any numeric dtype (uint8 from the data pipeline); it is
+    taken in float32 (float input is not autocast to a mixed policy's compute
+    dtype) and the mean is subtracted in float32, then cast once to the
+    layer's compute dtype (under the mixed policies the integers -128..151
+    that the Caffe means give stay exact in float16 and bfloat16; VGG16's
+    fractional mean rounds there).
+    Output: the layer's compute dtype. Shape is unchanged: ``(..., C)`` with
+    C = 3 for RGB.
 
     Args:
         modality: ``"rgb"`` or ``"flow"``.
@@ -53,12 +58,18 @@ class ModalityPreprocessing(keras.layers.Layer):
                 f"RGB preprocessing expects 3 channels on the last axis, got shape {input_shape}"
             )
 
+    @property
+    def input_dtype(self):
+        # Raw pixels are not autocast to float16 / bfloat16 before the subtraction.
+        return "float32"
+
     def call(self, inputs):
-        x = ops.cast(inputs, self.compute_dtype)
+        x = ops.cast(inputs, "float32")
         if self.modality == "rgb":
-            bgr = ops.flip(x, axis=-1)
-            return bgr - ops.convert_to_tensor(self.bgr_mean, dtype=self.compute_dtype)
-        return x - FLOW_MEAN
+            x = ops.flip(x, axis=-1) - ops.convert_to_tensor(self.bgr_mean, dtype="float32")
+        else:
+            x = x - FLOW_MEAN
+        return ops.cast(x, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape

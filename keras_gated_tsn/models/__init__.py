@@ -2,7 +2,8 @@
 config is their constructor arguments, so a loaded ``.keras`` file says what
 it is."""
 
+from keras_gated_tsn.models.common import with_precision
 from keras_gated_tsn.models.gated_tsn import GatedTSN
 from keras_gated_tsn.models.tsn import TSN, init_from_rgb
 
-__all__ = ["GatedTSN", "TSN", "init_from_rgb"]
+__all__ = ["GatedTSN", "TSN", "init_from_rgb", "with_precision"]

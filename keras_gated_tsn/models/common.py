@@ -1,9 +1,11 @@
-"""Argument checks the model constructors share."""
+"""What the model classes share: argument checks, compiling from a config, changing the precision."""
 
 from __future__ import annotations
 
 import keras
 import numpy as np
+
+from keras_gated_tsn.precision import check_precision
 
 
 def compile_from_config(model, config) -> None:
@@ -14,6 +16,38 @@ def compile_from_config(model, config) -> None:
     model.compile(**keras.saving.deserialize_keras_object(config))
     if model.built:
         model.optimizer.build(model.trainable_variables)
+
+
+def with_precision(model, dtype):
+    """``model`` (a :class:`~keras_gated_tsn.models.TSN` or
+    :class:`~keras_gated_tsn.models.GatedTSN`) under another dtype policy.
+
+    A new model of the same class and config built under ``dtype``, holding
+    ``model``'s weights (variables are float32 under every policy, so they copy
+    as they are); ``model`` itself when it already has that policy. For a
+    model loaded from a ``.keras`` file, which keeps the policy it was saved
+    with: e.g. a gate trained in float32 resumed under ``mixed_bfloat16``. The
+    copy is not compiled (optimizer state does not carry over).
+
+    Args:
+        model: a model of this package (``get_config()`` has ``"dtype"``).
+        dtype: one of :data:`keras_gated_tsn.precision.PRECISIONS`.
+
+    Returns:
+        A model of ``type(model)`` whose ``precision`` is ``dtype``.
+
+    Raises:
+        ValueError: for a ``dtype`` not in ``PRECISIONS``.
+    """
+    dtype = check_precision(dtype)
+    if model.dtype_policy.name == dtype:
+        return model
+    copy = type(model).from_config({**model.get_config(), "dtype": dtype})
+    copy.set_weights(model.get_weights())
+    for attribute in ("backbone_weights", "gate_init"):  # provenance, as a loaded model keeps it
+        if hasattr(model, attribute):
+            setattr(copy, attribute, getattr(model, attribute))
+    return copy
 
 
 def check_int(name: str, value, minimum: int) -> int:

@@ -13,6 +13,7 @@ from keras_gated_tsn.backbones import get_backbone
 from keras_gated_tsn.layers import GatedFusion, SegmentConsensus
 from keras_gated_tsn.models.common import check_choice, check_ratio, compile_from_config
 from keras_gated_tsn.models.tsn import CLASSIFIER, TSN, stream_pooling
+from keras_gated_tsn.precision import precision_scope, resolve_precision
 from keras_gated_tsn.weights.transfer import copy_weights_by_name
 
 #: How the two streams' feature maps enter the gating ConvNet.
@@ -23,6 +24,8 @@ FUSION_INITIALIZERS = ("xavier", "identity")
 OUTPUTS = ("fused", "rgb", "flow", "gating_classifier", "fusion_weights")
 #: Outputs that carry class scores (pre-softmax) and take a cross-entropy loss or an accuracy.
 SCORED_OUTPUTS = ("fused", "gating_classifier", "rgb", "flow")
+#: The metrics of the mean fusion weights (w_rgb, w_flow) that fit() logs per epoch.
+WEIGHT_METRICS = ("rgb_weight", "flow_weight")
 
 StreamLike = Union[TSN, dict]
 
@@ -42,15 +45,19 @@ def _stream_config(stream: StreamLike, modality: str) -> dict:
     return config
 
 
-def _frozen_stream(config: dict, source: Optional[TSN], fusion_layer: str, stream_dropout: bool) -> keras.Model:
+def _frozen_stream(
+    config: dict, source: Optional[TSN], fusion_layer: str, stream_dropout: bool, dtype: str
+) -> keras.Model:
     """A frozen copy of a stream that returns ``[features at fusion_layer, scores]``.
 
     The copy is built from the stream's config (without its dropout unless
-    ``stream_dropout``) and takes ``source``'s weights by layer name; the
-    caller's model is left as it is.
+    ``stream_dropout``) under the gated model's dtype policy ``dtype``,
+    whatever policy the stream was built under (variables are float32 under
+    every policy, so the weights copy either way), and takes ``source``'s
+    weights by layer name; the caller's model is left as it is.
     """
     modality = config["modality"]
-    copy_config = {**config, "name": f"{modality}_tsn", "backbone_weights": None}
+    copy_config = {**config, "name": f"{modality}_tsn", "backbone_weights": None, "dtype": dtype}
     if not stream_dropout:
         copy_config["dropout"] = 0.0
     copy = TSN(**copy_config)
@@ -156,10 +163,22 @@ class GatedTSN(keras.Model):
         stream_dropout: keep the frozen streams' dropout active while the
             gate trains (the prototxt's behaviour); default off.
         name: model name.
+        dtype: the Keras dtype policy of the whole model, the frozen stream
+            copies included, one of :data:`keras_gated_tsn.precision.PRECISIONS`;
+            default None: the global policy
+            (:func:`keras_gated_tsn.precision.precision_scope`). The streams'
+            own policies do not matter (streams trained in float32 go into a
+            mixed gate and vice versa; the stream configs are kept as given).
+            Recorded in the config, so a loaded model keeps it. Under a mixed
+            policy the variables and BN statistics stay float32, the streams'
+            backbones and the gating ConvNet's trunk compute in float16 /
+            bfloat16, and the classifiers, heads, consensus, fusion weights
+            and every output are float32.
 
     Raises:
         ValueError: for an unknown option, a fusion layer that is not a
-            feature layer of the backbone, or streams that do not match.
+            feature layer of the backbone, streams that do not match, or a
+            ``dtype`` (or a global policy) not in ``PRECISIONS``.
         FileNotFoundError: for ``gate_init="imagenet"`` when the backbone's
             ImageNet file is not on disk.
     """
@@ -176,8 +195,10 @@ class GatedTSN(keras.Model):
         gate_init: Optional[str] = "rgb",
         stream_dropout: bool = False,
         name: str = "gated_tsn",
+        dtype=None,
         **kwargs,
     ):
+        policy = resolve_precision(dtype)
         check_choice("feature_fusion", feature_fusion, FEATURE_FUSIONS)
         check_choice("gate_activation", gate_activation, GATE_ACTIVATIONS)
         check_choice("fusion_initializer", fusion_initializer, FUSION_INITIALIZERS)
@@ -193,61 +214,68 @@ class GatedTSN(keras.Model):
         fusion_layer = spec.check_feature_layer(fusion_layer or spec.default_fusion_layer)
         num_classes = rgb_config["num_classes"]
 
-        frozen = {
-            modality: _frozen_stream(
-                config, stream if isinstance(stream, TSN) else None, fusion_layer, stream_dropout
-            )
-            for modality, config, stream in (("rgb", rgb_config, rgb_stream), ("flow", flow_config, flow_stream))
-        }
-        inputs = {
-            modality: keras.Input(shape=stream.input.shape[1:], name=modality)
-            for modality, stream in frozen.items()
-        }
-        rgb_features, rgb_scores = frozen["rgb"](inputs["rgb"])
-        flow_features, flow_scores = frozen["flow"](inputs["flow"])
-
-        channels = spec.feature_layers[fusion_layer][0]
-        axis = 1 if feature_fusion == "concat_height" else -1
-        x = layers.Concatenate(axis=axis, name=f"gating_{fusion_layer}_concat")([flow_features, rgb_features])
-        if feature_fusion != "concat":
-            x = _fusion_conv(
-                x.shape[-1], channels, fusion_initializer, name=f"gating_{fusion_layer}_conv_fusion"
-            )(x)
-        x = spec.build_tail(x, fusion_layer, prefix="gating_", frozen_bn=True)
-        if feature_fusion == "concat_height" and spec.stream_pooling == "avg":
-            height, width = x.shape[1], x.shape[2]
-            if height is None or width is None or height % 2:
-                raise ValueError(
-                    f"concat_height fusion needs an even, known map height after the gating ConvNet, got "
-                    f"{height}x{width} (fusion layer {fusion_layer!r}, input size {rgb_config['input_size']})"
+        with precision_scope(policy, warn=False):
+            frozen = {
+                modality: _frozen_stream(
+                    config, stream if isinstance(stream, TSN) else None, fusion_layer, stream_dropout, policy
                 )
-            window = (height // 2, width)
-            x = layers.AveragePooling2D(window, strides=window, name="gating_global_pool")(x)
-            x = layers.Flatten(name="gating_flatten")(x)
-        else:
-            x = stream_pooling(spec, x, prefix="gating_")
-        x = layers.Dropout(dropout, name="gating_dropout")(x)
-        head_init = keras.initializers.RandomNormal(stddev=0.001)
-        # Bias 0.5 (ReLU gate): the gate starts as 1:1 averaging, and no sample
-        # starts with both weights at ReLU's dead zero (the prototxt's bias 0
-        # does not guarantee that).
-        weights_bias = keras.initializers.Constant(0.5 if gate_activation == "relu" else 0.0)
-        weights = layers.Dense(
-            2, kernel_initializer=head_init, bias_initializer=weights_bias, name="gating_fc-action"
-        )(x)
-        weights = SegmentConsensus(name="gating_segment_consensus")([weights, inputs["rgb"]])
-        weights = layers.Activation(gate_activation, dtype="float32", name="fusion_weights")(weights)
-        classify = layers.Dense(num_classes, kernel_initializer=head_init, name="gating_fc_classify")(x)
-        classify = SegmentConsensus(name="gating_classifier")([classify, inputs["rgb"]])
-        fused = GatedFusion(name="fused")([weights, rgb_scores, flow_scores])
-        outputs = {
-            "fused": fused,
-            "rgb": layers.Identity(name="rgb_scores")(rgb_scores),
-            "flow": layers.Identity(name="flow_scores")(flow_scores),
-            "gating_classifier": classify,
-            "fusion_weights": weights,
-        }
-        super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
+                for modality, config, stream in (("rgb", rgb_config, rgb_stream), ("flow", flow_config, flow_stream))
+            }
+            inputs = {
+                modality: keras.Input(shape=stream.input.shape[1:], name=modality)
+                for modality, stream in frozen.items()
+            }
+            rgb_features, rgb_scores = frozen["rgb"](inputs["rgb"])
+            flow_features, flow_scores = frozen["flow"](inputs["flow"])
+
+            channels = spec.feature_layers[fusion_layer][0]
+            axis = 1 if feature_fusion == "concat_height" else -1
+            x = layers.Concatenate(axis=axis, name=f"gating_{fusion_layer}_concat")([flow_features, rgb_features])
+            if feature_fusion != "concat":
+                x = _fusion_conv(
+                    x.shape[-1], channels, fusion_initializer, name=f"gating_{fusion_layer}_conv_fusion"
+                )(x)
+            x = spec.build_tail(x, fusion_layer, prefix="gating_", frozen_bn=True)
+            if feature_fusion == "concat_height" and spec.stream_pooling == "avg":
+                height, width = x.shape[1], x.shape[2]
+                if height is None or width is None or height % 2:
+                    raise ValueError(
+                        f"concat_height fusion needs an even, known map height after the gating ConvNet, got "
+                        f"{height}x{width} (fusion layer {fusion_layer!r}, input size {rgb_config['input_size']})"
+                    )
+                window = (height // 2, width)
+                x = layers.AveragePooling2D(window, strides=window, name="gating_global_pool")(x)
+                x = layers.Flatten(name="gating_flatten")(x)
+            else:
+                x = stream_pooling(spec, x, prefix="gating_")
+            x = layers.Dropout(dropout, name="gating_dropout")(x)
+            head_init = keras.initializers.RandomNormal(stddev=0.001)
+            # Bias 0.5 (ReLU gate): the gate starts as 1:1 averaging, and no sample
+            # starts with both weights at ReLU's dead zero (the prototxt's bias 0
+            # does not guarantee that).
+            weights_bias = keras.initializers.Constant(0.5 if gate_activation == "relu" else 0.0)
+            # The two heads, their consensus and every output compute in float32 under
+            # every policy (the streams' scores are float32 already): fusion weights and
+            # scores are what the losses, eq. (2) and the score files see.
+            weights = layers.Dense(
+                2, kernel_initializer=head_init, bias_initializer=weights_bias, dtype="float32",
+                name="gating_fc-action",
+            )(x)
+            weights = SegmentConsensus(dtype="float32", name="gating_segment_consensus")([weights, inputs["rgb"]])
+            weights = layers.Activation(gate_activation, dtype="float32", name="fusion_weights")(weights)
+            classify = layers.Dense(
+                num_classes, kernel_initializer=head_init, dtype="float32", name="gating_fc_classify"
+            )(x)
+            classify = SegmentConsensus(dtype="float32", name="gating_classifier")([classify, inputs["rgb"]])
+            fused = GatedFusion(dtype="float32", name="fused")([weights, rgb_scores, flow_scores])
+            outputs = {
+                "fused": fused,
+                "rgb": layers.Identity(dtype="float32", name="rgb_scores")(rgb_scores),
+                "flow": layers.Identity(dtype="float32", name="flow_scores")(flow_scores),
+                "gating_classifier": classify,
+                "fusion_weights": weights,
+            }
+            super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
         self.rgb_stream_config = rgb_config
         self.flow_stream_config = flow_config
         self.backbone = spec.name
@@ -258,6 +286,9 @@ class GatedTSN(keras.Model):
         self.fusion_initializer = fusion_initializer
         self.stream_dropout = bool(stream_dropout)
         self.gate_init = None if gate_init is None else str(gate_init)
+        # The mean fusion weights of an epoch, logged by fit() and evaluate().
+        self.rgb_weight_tracker = keras.metrics.Mean(name=WEIGHT_METRICS[0])
+        self.flow_weight_tracker = keras.metrics.Mean(name=WEIGHT_METRICS[1])
         if gate_init == "rgb":
             if isinstance(rgb_stream, TSN):
                 self._init_gate_from(rgb_stream)
@@ -282,6 +313,12 @@ class GatedTSN(keras.Model):
     def new_length(self) -> int:
         return int(self.flow_stream_config["new_length"])
 
+    @property
+    def precision(self) -> str:
+        """The dtype policy of the whole model, frozen streams included (one of
+        :data:`keras_gated_tsn.precision.PRECISIONS`), its ``dtype`` config."""
+        return self.dtype_policy.name
+
     def _init_gate_from(self, source: keras.Model) -> None:
         """Copies ``source``'s weights into the gating ConvNet's ``gating_*`` twins
         (none when the fusion layer is the backbone's last: the trunk is empty)."""
@@ -289,7 +326,7 @@ class GatedTSN(keras.Model):
 
     # -------------------------------------------------------------- training
     def compile(self, optimizer="auto", loss="auto", loss_weights=None, metrics="auto", *,
-                gating_loss_weight: float = 1.0, **kwargs):
+                gating_loss_weight: float = 1.0, jit_compile="auto", **kwargs):
         """``keras.Model.compile`` with eq. (4) for what is ``"auto"``.
 
         Loss ``CE(y, fused) + λ·CE(y, gating_classifier)`` on pre-softmax
@@ -301,10 +338,18 @@ class GatedTSN(keras.Model):
         optimizer: :func:`~keras_gated_tsn.training.recipes.make_optimizer`
         with the gate stage's learning rate and no gradient accumulation (the
         authors' 4 x 32 is ``make_optimizer(iter_size=32)`` with batches of 4,
-        as ``gated-tsn train --stage gate`` does by default).
+        as ``gated-tsn train --stage gate`` does by default). Whatever is
+        compiled, ``fit()`` and ``evaluate()`` also log the mean fusion
+        weights ``rgb_weight`` and ``flow_weight`` (see :meth:`compute_metrics`).
+        Under ``mixed_float16`` Keras wraps the optimizer in a
+        ``LossScaleOptimizer``.
 
         Args:
             gating_loss_weight: λ >= 0 (ignored when ``loss_weights`` is given).
+            jit_compile: passed to ``keras.Model.compile``: True compiles the
+                train, test and predict steps with XLA; ``"auto"`` is XLA on
+                a GPU and not on a CPU-only machine.
+            **kwargs: the other ``keras.Model.compile`` arguments.
 
         Raises:
             ValueError: for a negative λ.
@@ -321,7 +366,10 @@ class GatedTSN(keras.Model):
             loss_weights = {"fused": 1.0, "gating_classifier": float(gating_loss_weight)}
         if metrics == "auto":
             metrics = {name: [recipes.accuracy_metric()] for name in SCORED_OUTPUTS}
-        super().compile(optimizer=optimizer, loss=loss, loss_weights=loss_weights, metrics=metrics, **kwargs)
+        super().compile(
+            optimizer=optimizer, loss=loss, loss_weights=loss_weights, metrics=metrics, jit_compile=jit_compile,
+            **kwargs,
+        )
 
     def _targets(self, y):
         """Plain labels ``(B,)`` → the label of every output (Keras asks for one
@@ -334,6 +382,19 @@ class GatedTSN(keras.Model):
         return super().compute_loss(x, self._targets(y), y_pred, sample_weight, training)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        """The compiled metrics with plain labels, and the mean fusion weights.
+
+        Besides the compiled metrics, every train and test step adds the
+        batch's ``fusion_weights`` to two running means, ``rgb_weight`` and
+        ``flow_weight`` (the mean ``w_rgb`` and ``w_flow`` of eq. (2) over the
+        epoch's videos, weighted by ``sample_weight`` if given), so ``fit()``
+        history, ``CSVLogger`` and ``TensorBoard`` show how the gate weighs
+        the streams (``val_rgb_weight``, ``val_flow_weight`` on validation
+        data). Keras resets them at the start of every epoch and evaluation.
+        """
+        weights = y_pred["fusion_weights"]
+        self.rgb_weight_tracker.update_state(weights[:, 0], sample_weight=sample_weight)
+        self.flow_weight_tracker.update_state(weights[:, 1], sample_weight=sample_weight)
         return super().compute_metrics(x, self._targets(y), y_pred, sample_weight)
 
     def compile_from_config(self, config):
@@ -353,6 +414,7 @@ class GatedTSN(keras.Model):
             "fusion_initializer": self.fusion_initializer,
             "gate_init": self.gate_init,
             "stream_dropout": self.stream_dropout,
+            "dtype": self.precision,
         }
 
     @classmethod

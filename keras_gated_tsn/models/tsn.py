@@ -12,6 +12,7 @@ from keras_gated_tsn.backbones import get_backbone
 from keras_gated_tsn.layers import ModalityPreprocessing, SegmentConsensus, SegmentFold
 from keras_gated_tsn.layers.preprocessing import MODALITIES
 from keras_gated_tsn.models.common import check_int, check_ratio, compile_from_config
+from keras_gated_tsn.precision import precision_scope, resolve_precision
 from keras_gated_tsn.weights.transfer import copy_weights_by_name
 
 #: Name of the new classifier (Caffe ``fc-action``).
@@ -75,10 +76,20 @@ class TSN(keras.Model):
             config for provenance; a loaded model takes its weights from its
             file.
         name: model name; default ``tsn_<modality>_<backbone>_k<K>``.
+        dtype: the Keras dtype policy the whole model is built under, one of
+            :data:`keras_gated_tsn.precision.PRECISIONS` (``"float32"``,
+            ``"mixed_float16"``, ``"mixed_bfloat16"``); default None: the
+            global policy (:func:`keras_gated_tsn.precision.precision_scope`).
+            Recorded in the config, so a loaded model keeps it. Under a mixed
+            policy the variables and the BN statistics stay float32, the
+            backbone computes in float16 / bfloat16, and the classifier
+            ``fc-action`` and the consensus compute in float32: the output
+            is float32 under every policy.
 
     Raises:
         ValueError: for an unknown backbone or modality, or a value out of
-            range (the message quotes it); for weights that do not fit.
+            range (the message quotes it); for weights that do not fit; for a
+            ``dtype`` (or a global policy) not in ``PRECISIONS``.
         FileNotFoundError: for registered weights that are not on disk.
     """
 
@@ -94,9 +105,11 @@ class TSN(keras.Model):
         partial_bn: bool = True,
         backbone_weights: Optional[str] = None,
         name: Optional[str] = None,
+        dtype=None,
         **kwargs,
     ):
         spec = get_backbone(backbone)
+        policy = resolve_precision(dtype)
         if modality not in MODALITIES:
             raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
         check_int("num_classes", num_classes, 1)
@@ -106,25 +119,29 @@ class TSN(keras.Model):
         dropout = spec.stream_dropout[modality] if dropout is None else check_ratio("dropout", dropout)
         channels = 3 if modality == "rgb" else 2 * int(new_length)
 
-        clip = keras.Input(shape=(None, input_size, input_size, channels), name=modality)
-        x = ModalityPreprocessing(modality, bgr_mean=spec.bgr_mean, name=f"{modality}_preprocessing")(clip)
-        x = SegmentFold(name="segment_fold")(x)
-        base = spec.builder(
-            include_top=False, input_tensor=x, pooling=None, weights=backbone_weights,
-            name=f"{backbone}_{modality}",
-        )
-        x = stream_pooling(spec, base.output)
-        x = layers.Dropout(dropout, name="dropout")(x)
-        x = layers.Dense(
-            num_classes,
-            kernel_initializer=keras.initializers.RandomNormal(stddev=0.001),
-            bias_initializer="zeros",
-            name=CLASSIFIER,
-        )(x)
-        scores = SegmentConsensus(name="segment_consensus")([x, clip])
-        super().__init__(
-            inputs=clip, outputs=scores, name=name or f"tsn_{modality}_{backbone}_k{num_segments}", **kwargs
-        )
+        with precision_scope(policy, warn=False):
+            clip = keras.Input(shape=(None, input_size, input_size, channels), name=modality)
+            x = ModalityPreprocessing(modality, bgr_mean=spec.bgr_mean, name=f"{modality}_preprocessing")(clip)
+            x = SegmentFold(name="segment_fold")(x)
+            base = spec.builder(
+                include_top=False, input_tensor=x, pooling=None, weights=backbone_weights,
+                name=f"{backbone}_{modality}",
+            )
+            x = stream_pooling(spec, base.output)
+            x = layers.Dropout(dropout, name="dropout")(x)
+            # The classifier and the consensus compute in float32 under every policy:
+            # the class scores are the model's output (Keras' mixed precision guide).
+            x = layers.Dense(
+                num_classes,
+                kernel_initializer=keras.initializers.RandomNormal(stddev=0.001),
+                bias_initializer="zeros",
+                dtype="float32",
+                name=CLASSIFIER,
+            )(x)
+            scores = SegmentConsensus(dtype="float32", name="segment_consensus")([x, clip])
+            super().__init__(
+                inputs=clip, outputs=scores, name=name or f"tsn_{modality}_{backbone}_k{num_segments}", **kwargs
+            )
         self.backbone = backbone
         self.modality = modality
         self.num_classes = int(num_classes)
@@ -135,6 +152,12 @@ class TSN(keras.Model):
         self.backbone_weights = None if backbone_weights is None else str(backbone_weights)
         self.partial_bn = bool(partial_bn)
         self.set_partial_bn(self.partial_bn)
+
+    @property
+    def precision(self) -> str:
+        """The dtype policy the model was built under (one of
+        :data:`keras_gated_tsn.precision.PRECISIONS`), its ``dtype`` config."""
+        return self.dtype_policy.name
 
     @property
     def channels(self) -> int:
@@ -179,12 +202,21 @@ class TSN(keras.Model):
         if not copied:
             raise ValueError(f"no layer of {source.name!r} has a namesake with weights in {self.name!r}")
 
-    def compile(self, optimizer="auto", loss="auto", metrics="auto", **kwargs):
+    def compile(self, optimizer="auto", loss="auto", metrics="auto", *, jit_compile="auto", **kwargs):
         """``keras.Model.compile`` with the paper's recipe for what is ``"auto"``:
         :func:`~keras_gated_tsn.training.recipes.make_optimizer` with this
         stream's learning rate (SGD as Caffe, lr 1e-3 RGB / 5e-3 flow, clip 40,
         no accumulation), cross-entropy
-        on the pre-softmax scores with integer labels, top-1 ``accuracy``."""
+        on the pre-softmax scores with integer labels, top-1 ``accuracy``.
+        Under ``mixed_float16`` Keras wraps the optimizer in a
+        ``LossScaleOptimizer``.
+
+        Args:
+            jit_compile: passed to ``keras.Model.compile``: True compiles the
+                train, test and predict steps with XLA; ``"auto"`` is XLA on
+                a GPU and not on a CPU-only machine.
+            **kwargs: the other ``keras.Model.compile`` arguments.
+        """
         from keras_gated_tsn.training import recipes
 
         if optimizer == "auto":
@@ -193,7 +225,7 @@ class TSN(keras.Model):
             loss = recipes.classification_loss()
         if metrics == "auto":
             metrics = [recipes.accuracy_metric()]
-        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile, **kwargs)
 
     def compile_from_config(self, config):
         compile_from_config(self, config)
@@ -211,6 +243,7 @@ class TSN(keras.Model):
             "dropout": self.dropout,
             "partial_bn": self.partial_bn,
             "backbone_weights": self.backbone_weights,
+            "dtype": self.precision,
         }
 
     @classmethod

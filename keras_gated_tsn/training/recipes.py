@@ -20,7 +20,6 @@ learning rates (RGB 0.001, flow 0.005, each divided by 10 twice).
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import List, Optional
 
 import keras
@@ -213,37 +212,32 @@ def accuracy_metric() -> keras.metrics.Metric:
 
 
 def stage_callbacks(
-    checkpoint: str,
     monitor: str,
     *,
     patience: int = 10,
     lr_patience: int = 4,
     min_learning_rate: float = 1e-4,
-    log_csv: Optional[str] = None,
 ) -> List[keras.callbacks.Callback]:
-    """Best-epoch ``.keras`` checkpoint, lr ÷10 on plateau (to ``min_learning_rate``),
-    early stopping with the best weights restored, optional CSV log.
+    """The schedule of a stage: lr ÷10 on plateau (down to ``min_learning_rate``)
+    and early stopping, both on ``monitor`` (higher is better).
 
     Paper Sec. IV-A: "the learning rate is initialized as 0.001 and decreases
     to 0.0001 when there is no more increase in accuracy. The model is
-    selected by early stopping."
+    selected by early stopping." The best epoch's weights are kept by
+    :class:`~keras_gated_tsn.training.checkpoints.TrainingState` (on disk, so
+    a resumed run still ends with them), not by ``EarlyStopping``.
 
     Raises:
-        ValueError: if ``checkpoint`` does not end in ``.keras``.
+        ValueError: for a negative patience or a non-positive floor.
     """
-    if not str(checkpoint).endswith(".keras"):
-        raise ValueError(f"checkpoint path must end in .keras, got {checkpoint!r}")
-    folder = os.path.dirname(os.path.abspath(checkpoint))
-    os.makedirs(folder, exist_ok=True)
-    callbacks = [
-        keras.callbacks.ModelCheckpoint(checkpoint, monitor=monitor, mode="max", save_best_only=True),
+    for name, value in (("patience", patience), ("lr_patience", lr_patience)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+    if not min_learning_rate > 0:
+        raise ValueError(f"min_learning_rate must be > 0, got {min_learning_rate!r}")
+    return [
         keras.callbacks.ReduceLROnPlateau(
             monitor=monitor, mode="max", factor=0.1, patience=lr_patience, min_lr=min_learning_rate
         ),
-        keras.callbacks.EarlyStopping(
-            monitor=monitor, mode="max", patience=patience, restore_best_weights=True
-        ),
+        keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=patience),
     ]
-    if log_csv:
-        callbacks.append(keras.callbacks.CSVLogger(log_csv))
-    return callbacks

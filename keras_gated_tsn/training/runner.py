@@ -52,7 +52,7 @@ def _wiring(stage: str, paths: Mapping[str, str], options: Mapping) -> dict:
     if stage == "gate":
         return {"rgb": paths["rgb"], "flow": paths["flow"]}
     if stage == "joint":
-        return {"resume": paths["gate"]}
+        return {"gate_model": paths["gate"]}
     return {}
 
 
@@ -124,8 +124,7 @@ def run_algorithm1(
         config = StageConfig(
             stage=stage, data_dir=data_dir, out=paths[stage], **{**_wiring(stage, paths, settings), **settings}
         )
-        _, history = run_stage(config)
-        histories[stage] = history.history
+        histories[stage] = run_stage(config, log=log).history
 
     result = Algorithm1Result({stage: paths[stage] for stage in stages}, histories, {}, [])
     if not lists:

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Optional
+import random
+import sys
+from typing import Callable, Dict, List, Optional
 
 import keras
 
@@ -27,17 +29,21 @@ from keras_gated_tsn.atomic import save_atomically
 from keras_gated_tsn.backbones import backbone_names
 from keras_gated_tsn.models.common import check_int, check_ratio
 from keras_gated_tsn.models.gated_tsn import FEATURE_FUSIONS, FUSION_INITIALIZERS, GATE_ACTIVATIONS
+from keras_gated_tsn.precision import PRECISIONS
 from keras_gated_tsn.training import recipes
+from keras_gated_tsn.training.distribute import STRATEGIES
 
 #: Validation metric monitored per stage kind.
 STREAM_MONITOR = "val_accuracy"
 GATED_MONITOR = "val_fused_accuracy"
 
 
-def _option(default, help: str, *, flag: Optional[str] = None, group: str = "general", **argparse_kwargs):
-    """A :class:`StageConfig` field with its command-line flag in the metadata."""
+def _option(default, help: str, *, flag: Optional[str] = None, group: str = "general", aliases=(),
+            **argparse_kwargs):
+    """A :class:`StageConfig` field with its command-line flag (and aliases) in the metadata."""
     return dataclasses.field(
-        default=default, metadata={"help": help, "flag": flag, "group": group, "argparse": argparse_kwargs}
+        default=default,
+        metadata={"help": help, "flag": flag, "aliases": tuple(aliases), "group": group, "argparse": argparse_kwargs},
     )
 
 
@@ -87,7 +93,9 @@ class StageConfig:
     clip_gradients: Optional[float] = _option(
         recipes.CLIP_GRADIENTS, "global gradient L2 norm clip, Caffe's clip_gradients (default 40)",
         flag="--clip-gradients", type=float)
-    seed: Optional[int] = _option(None, "seed of data order, sampling and augmentation", flag="--seed", type=int)
+    seed: Optional[int] = _option(
+        None, "seed of the initial weights, data order, sampling, augmentation and dropout (default: drawn, "
+        "and kept in the training state so a resumed run goes on with it)", flag="--seed", type=int)
     backbone: str = _option("bn_inception", "backbone of a new stream (default bn_inception)",
                             flag="--backbone", group="streams (--stage rgb / flow)",
                             choices=backbone_names())
@@ -106,8 +114,9 @@ class StageConfig:
                                  group="gate (--stage gate / joint)")
     flow: Optional[str] = _option(None, "the trained flow stream, .keras (stage gate)", flag="--flow",
                                   group="gate (--stage gate / joint)")
-    resume: Optional[str] = _option(None, "the stage-2 gated .keras to go on from (stage joint)", flag="--resume",
-                                    group="gate (--stage gate / joint)")
+    gate_model: Optional[str] = _option(
+        None, "the stage-2 gated .keras the joint stage goes on from (--resume is its old name)", flag="--gate",
+        aliases=("--resume",), group="gate (--stage gate / joint)")
     fusion_layer: Optional[str] = _option(
         None, "feature layer to fuse (default: the backbone's: inception_4e_output / conv4 / block5_conv2)",
         flag="--fusion-layer", group="gate (--stage gate / joint)")
@@ -132,7 +141,23 @@ class StageConfig:
     gating_loss_weight: Optional[float] = _option(
         None, "lambda of eq. (4) (default 0 gate, 1 joint)", flag="--lam", group="gate (--stage gate / joint)",
         type=float)
-    verbose: int = 1
+    precision: str = _option(
+        "float32", "float32, mixed_float16 (GPUs: float16 compute, loss scaling) or mixed_bfloat16 (GPUs and "
+        "CPUs with AMX / AVX512-BF16); scores, fusion weights, losses and BN statistics stay float32",
+        flag="--precision", group="speed and scale", choices=PRECISIONS)
+    jit_compile: bool = _option(False, "compile the training step with XLA", flag="--jit-compile",
+                                group="speed and scale", action="store_true")
+    strategy: str = _option(
+        "default", "default (one device), mirrored (every GPU of this machine) or multi-worker (the machines "
+        "of TF_CONFIG); --batch-size is the global batch, split over the workers",
+        flag="--strategy", group="speed and scale", choices=STRATEGIES)
+    checkpoint_every: int = _option(
+        500, "also save the training state every N batches, besides every epoch (default 500); a killed run "
+        "started again with the same command goes on from the last state in OUT.ckpt/",
+        flag="--checkpoint-every", group="speed and scale", type=int)
+    restart: bool = _option(False, "discard the training state in OUT.ckpt/ and start the stage again",
+                            flag="--restart", group="speed and scale", action="store_true")
+    verbose: Optional[int] = None
 
     def recipe(self) -> recipes.StageRecipe:
         """The stage's recipe with this config's overrides applied.
@@ -185,7 +210,31 @@ class StageConfig:
                 check_ratio(name, getattr(self, name))
         if recipe.gating_loss_weight is not None and not recipe.gating_loss_weight >= 0:
             raise ValueError(f"the loss weight lambda must be >= 0, got {recipe.gating_loss_weight!r}")
+        check_int("checkpoint_every", self.checkpoint_every, 1)
+        if self.seed is not None:
+            check_int("seed", self.seed, 0)
+        for name, value in (("precision", self.precision), ("strategy", self.strategy)):
+            choices = PRECISIONS if name == "precision" else STRATEGIES
+            if value not in choices:
+                raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+        self._check_stage_inputs()
         return recipe
+
+    def _check_stage_inputs(self) -> None:
+        """Refuses the inputs of one stage given to another (they would be ignored)."""
+        inputs = {"gate": ("rgb", "flow"), "joint": ("gate_model",)}
+        flags = {"rgb": "--rgb", "flow": "--flow", "gate_model": "--gate (--resume)", "init_from": "--init-from",
+                 "backbone_weights": "--backbone-weights"}
+        wrong = [name for name in ("rgb", "flow", "gate_model") if getattr(self, name)
+                 and name not in inputs.get(self.stage, ())]
+        if self.stage in ("gate", "joint"):
+            wrong += [name for name in ("init_from", "backbone_weights") if getattr(self, name)]
+        if wrong:
+            hint = (" (a killed run resumes by itself: start the same command again)"
+                    if "gate_model" in wrong else "")
+            raise ValueError(
+                f"{', '.join(flags[name] for name in wrong)} does not apply to --stage {self.stage}{hint}"
+            )
 
 
 def _require_file(path: Optional[str], what: str) -> str:
@@ -238,7 +287,7 @@ def build_stage_model(config: StageConfig, num_classes: int) -> keras.Model:
         )
         if config.init_from:
             model.init_from(load_model(_require_file(config.init_from, "--init-from")))
-        model.compile(optimizer=optimizer)
+        model.compile(optimizer=optimizer, jit_compile=config.jit_compile)
         return model
     if config.stage == "gate":
         rgb = load_model(_require_file(config.rgb, "--rgb (the trained RGB stream)"), TSN)
@@ -253,28 +302,99 @@ def build_stage_model(config: StageConfig, num_classes: int) -> keras.Model:
             **{name: value for name, value in options.items() if value is not None},  # else the model's default
         )
     else:
-        model = load_model(_require_file(config.resume, "--resume (the stage-2 gated model)"), GatedTSN)
+        model = load_model(_require_file(config.gate_model, "--gate (the stage-2 gated model)"), GatedTSN)
+        if model.precision != config.precision:  # a loaded model keeps the policy it was saved with
+            from keras_gated_tsn.models.common import with_precision
+
+            model = with_precision(model, config.precision)
     if model.num_classes != num_classes:
         raise ValueError(f"the streams score {model.num_classes} classes but the dataset has {num_classes}")
-    model.compile(optimizer=optimizer, gating_loss_weight=recipe.gating_loss_weight)
+    model.compile(optimizer=optimizer, gating_loss_weight=recipe.gating_loss_weight, jit_compile=config.jit_compile)
     return model
 
 
-def run_stage(config: StageConfig):
+@dataclasses.dataclass
+class StageResult:
+    """What :func:`run_stage` did.
+
+    Attributes:
+        model: the trained model, with the best epoch's weights.
+        history: per-epoch logs of the whole stage, resumed parts included
+            (``{"loss": [...], "val_accuracy": [...], ...}``; a resumed run has
+            the epochs it ran).
+        monitor: the metric that chose the best epoch (``val_accuracy``,
+            ``val_fused_accuracy`` or, with no validation list, the training one).
+        best: its best value, or None (no epoch finished).
+        best_epoch: the best epoch, 1-based, or None.
+        resumed_from: the training state the run went on from, or None.
+        files: what the stage wrote: ``model``, ``log`` (CSV), ``tensorboard``.
+    """
+
+    model: keras.Model
+    history: Dict[str, List[float]]
+    monitor: str
+    best: Optional[float]
+    best_epoch: Optional[int]
+    resumed_from: Optional[str]
+    files: Dict[str, str]
+
+
+#: StageConfig fields a resumed run must share with the run that wrote the state.
+_MUST_MATCH = ("stage", "batch_size", "iter_size", "num_segments", "input_size", "new_length", "backbone",
+               "seed", "train_list", "workers", "precision", "feature_fusion", "fusion_layer")
+
+
+def _batch_norms(model: keras.Model) -> List[keras.layers.BatchNormalization]:
+    """Every BatchNormalization layer of a model, nested models included."""
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            found.append(layer)
+        elif isinstance(layer, keras.Model):
+            found.extend(_batch_norms(layer))
+    return found
+
+
+def checkpoint_folder(out: str) -> str:
+    """The folder of a stage's training state: ``<out without .keras>.ckpt``."""
+    return str(out)[: -len(".keras")] + ".ckpt"
+
+
+def run_stage(config: StageConfig, log: Callable[[str], None] = print) -> StageResult:
     """Runs one stage of Algorithm 1 with ``fit()`` and writes ``config.out``.
 
+    The run can be killed at any moment and started again with the same
+    config: it goes on from the last training state in
+    :func:`checkpoint_folder` (``config.restart`` discards it); see
+    :mod:`keras_gated_tsn.training.checkpoints`. It writes ``<out>_log.csv``
+    (one row per epoch: losses, accuracies, learning rate, mean fusion
+    weights) and TensorBoard logs in ``<out>_logs/``; the output model holds
+    the best epoch's weights. Under a multi-worker strategy only the chief
+    writes.
+
+    Args:
+        config: the stage's options.
+        log: where the run's summary lines go (``print``).
+
     Returns:
-        ``(model, history)``: the model with its best weights (also saved to
-        ``config.out``) and the Keras ``History``.
+        A :class:`StageResult`.
 
     Raises:
-        ValueError: for an unknown stage, a missing option of that stage or a
-            value out of range.
+        ValueError: for an unknown stage, a missing option of that stage, a
+            value out of range, or a checkpoint folder written with other
+            options.
         FileNotFoundError: for a missing list, class or checkpoint file.
+        keras_gated_tsn.training.checkpoints.TrainingDiverged: the loss became
+            NaN (the message names the epoch and batch); nothing is written
+            over ``config.out``.
     """
+    import tensorflow as tf
+
     from keras_gated_tsn.data import pipeline
     from keras_gated_tsn.data.layout import CLASSES_FILE, FRAMES_DIR, list_file
-    from keras_gated_tsn.data.lists import read_class_names
+    from keras_gated_tsn.data.lists import read_class_names, read_list_file
+    from keras_gated_tsn.precision import precision_scope
+    from keras_gated_tsn.training import checkpoints, distribute
 
     recipe = config.recipe()
     if not str(config.out).endswith(".keras"):
@@ -287,33 +407,147 @@ def run_stage(config: StageConfig):
         if config.val_list:
             raise FileNotFoundError(f"validation list: no such file {val_list!r}")
         val_list = None
-    gated = config.stage in ("gate", "joint")
-    model = build_stage_model(config, len(class_names))
-    modality = "rgb+flow" if gated else model.modality
+    train_records = read_list_file(train_list)
+    val_records = read_list_file(val_list) if val_list else []
 
-    def data(records, training):
-        return pipeline.make_dataset(
-            records, os.path.join(data_dir, FRAMES_DIR), modality, num_segments=config.num_segments,
-            new_length=model.new_length if gated else model.snippet_length, input_size=model.input_size, batch_size=recipe.batch_size,
-            training=training, seed=config.seed,
+    strategy = distribute.make_strategy(config.strategy)
+    workers = distribute.workers_of(strategy)
+    distribute.check_supported(workers)
+    chief = workers.is_chief
+    say = log if chief else (lambda line: None)
+    folder = checkpoint_folder(config.out)
+    if config.restart and chief and os.path.isdir(folder):
+        say(f"--restart: discarding the training state in {folder}")
+        import shutil
+
+        shutil.rmtree(folder)
+    saved = checkpoints.newest_options(folder)
+    seed = config.seed if config.seed is not None else saved.get("seed", random.SystemRandom().randrange(2**31))
+    options = {**{f.name: getattr(config, f.name) for f in dataclasses.fields(config)},
+               "seed": seed, "workers": workers.count, "batch_size": recipe.batch_size,
+               "iter_size": recipe.iter_size, "train_list": os.path.abspath(train_list)}
+
+    gated = config.stage in ("gate", "joint")
+    batch = recipe.batch_size
+    if batch % workers.count:
+        raise ValueError(f"the global batch of {batch} videos does not split over {workers.count} workers")
+    steps_per_epoch = len(train_records) // batch if workers.count > 1 else -(-len(train_records) // batch)
+    if steps_per_epoch == 0:
+        raise ValueError(f"{train_list} has {len(train_records)} videos, fewer than one global batch of {batch}")
+    say(
+        f"stage {config.stage}: {len(train_records)} training videos ({train_list}), "
+        + (f"{len(val_records)} validation videos ({val_list})" if val_list else "no validation list")
+        + f", {len(class_names)} classes"
+    )
+    say(
+        f"  {distribute.describe_devices(strategy)}, {config.precision}"
+        + (", XLA" if config.jit_compile else "")
+        + f"; global batch {batch}"
+        + (f" ({workers.count} workers x {batch // workers.count})" if workers.count > 1 else "")
+        + (f" x {recipe.iter_size} accumulated = {batch * recipe.iter_size} videos per update"
+           if recipe.iter_size > 1 else "")
+        + f", {steps_per_epoch} batches per epoch, lr {recipe.learning_rate:g} (floor {recipe.min_learning_rate:g})"
+        + f", seed {seed}"
+    )
+    say("  building the model (the first batches also compile the training graph)...")
+    keras.utils.set_random_seed(seed)  # the initial weights and dropout draws follow the seed too
+    with strategy.scope(), precision_scope(config.precision):
+        model = build_stage_model(config, len(class_names))
+    if workers.replicas > 1:
+        # A BN layer that trains on batch statistics takes them over the global
+        # batch, as one device would (partial BN's first layer; the rest are frozen).
+        for layer in _batch_norms(model):
+            layer.synchronized = True
+    modality = "rgb+flow" if gated else model.modality
+    new_length = model.new_length if gated else model.snippet_length
+    frames_root = os.path.join(data_dir, FRAMES_DIR)
+    local_replicas = workers.replicas // workers.count
+
+    def distributed(make):
+        """``make()``'s batches of this worker, split over its replicas; under
+        several replicas, handed to ``fit`` already distributed (no re-sharding)."""
+        if workers.replicas == 1:
+            return make()
+        if (batch // workers.count) % local_replicas:
+            raise ValueError(f"the global batch of {batch} videos does not split over {workers.replicas} replicas")
+        return strategy.distribute_datasets_from_function(
+            lambda context: make().rebatch(batch // workers.replicas)
         )
+
+    def training_data(start_epoch: int, skip_batches: int):
+        return distributed(lambda: pipeline.make_dataset(
+            train_records, frames_root, modality, num_segments=config.num_segments, new_length=new_length,
+            input_size=model.input_size, batch_size=batch, training=True, seed=seed, repeat=True,
+            start_epoch=start_epoch, skip_batches=skip_batches, num_shards=workers.count,
+            shard_index=workers.index,
+        ))
+
+    validation = None
+    if val_list:
+        # Every worker scores the whole validation list (the metrics are ratios).
+        validation = distributed(lambda: pipeline.make_dataset(
+            val_records, frames_root, modality, num_segments=config.num_segments, new_length=new_length,
+            input_size=model.input_size, batch_size=batch // workers.count, training=False,
+        ))
 
     monitor = GATED_MONITOR if gated else STREAM_MONITOR
     if val_list is None:
         monitor = monitor[len("val_"):]
-        print(f"warning: no validation list in {data_dir}; monitoring training {monitor}")
+        say(f"warning: no validation list in {data_dir}; the best epoch is chosen on training {monitor}")
     stem = str(config.out)[: -len(".keras")]
+    files = {"model": str(config.out), "log": f"{stem}_log.csv", "tensorboard": f"{stem}_logs"}
     callbacks = recipes.stage_callbacks(
-        f"{stem}_best.keras", monitor, patience=config.patience, lr_patience=config.lr_patience,
-        min_learning_rate=recipe.min_learning_rate, log_csv=f"{stem}_log.csv",
+        monitor, patience=config.patience, lr_patience=config.lr_patience, min_learning_rate=recipe.min_learning_rate,
     )
-    history = model.fit(
-        data(train_list, True),
-        validation_data=data(val_list, False) if val_list else None,
-        epochs=config.epochs,
-        callbacks=callbacks,
-        shuffle=False,  # the tf.data pipeline shuffles (seedably) itself
-        verbose=config.verbose,
+    state = checkpoints.TrainingState(
+        folder, options, monitor, save_every=config.checkpoint_every, tracked=callbacks, write=chief,
+        must_match=_MUST_MATCH,
     )
-    save_atomically(model, config.out)
-    return model, history
+    resumed = state.restore(model)
+    start_epoch, skip = (resumed.epoch, resumed.step) if resumed else (0, 0)
+    if resumed and skip >= steps_per_epoch:  # saved on the last batch, before the epoch's end
+        start_epoch, skip = start_epoch + 1, 0
+    if chief:
+        os.makedirs(os.path.dirname(os.path.abspath(config.out)), exist_ok=True)
+        if resumed:
+            checkpoints.trim_csv_log(files["log"], start_epoch)
+            say(f"  resuming from {resumed.path}: epoch {start_epoch + 1}, batch {skip + 1}")
+        elif os.path.exists(files["log"]):
+            os.unlink(files["log"])  # a new run: a new log
+        callbacks += [
+            keras.callbacks.CSVLogger(files["log"], append=True),
+            keras.callbacks.TensorBoard(files["tensorboard"], write_graph=False, profile_batch=0),
+        ]
+    callbacks.append(state)  # last: restores the others' counters after their on_train_begin
+    verbose = config.verbose if config.verbose is not None else (1 if sys.stdout.isatty() else 2)
+    history: Dict[str, List[float]] = {}
+
+    def fit(first_epoch: int, skip_batches: int) -> None:
+        run = model.fit(
+            training_data(first_epoch, skip_batches),
+            validation_data=validation,
+            initial_epoch=first_epoch,
+            epochs=first_epoch + 1 if skip_batches else config.epochs,
+            steps_per_epoch=steps_per_epoch - skip_batches,
+            callbacks=callbacks,
+            shuffle=False,  # the tf.data pipeline orders the videos itself
+            verbose=verbose,
+        )
+        for key, values in run.history.items():
+            history.setdefault(key, []).extend(values)
+
+    if start_epoch < config.epochs and skip:  # the rest of the interrupted epoch first
+        fit(start_epoch, skip)
+        start_epoch += 1
+    if start_epoch < config.epochs and not model.stop_training and not state.diverged:
+        fit(start_epoch, 0)
+    if state.diverged:
+        raise checkpoints.TrainingDiverged(state.diverged)
+    if not state.load_best(model):
+        say(f"warning: no epoch reached a finite {monitor}; writing the last weights")
+    if chief:
+        save_atomically(model, config.out)
+        state.remove()
+    best = None if state.best is None else state.best
+    best_epoch = None if state.best_epoch is None else state.best_epoch + 1
+    return StageResult(model, history, monitor, best, best_epoch, resumed.path if resumed else None, files)

@@ -293,3 +293,46 @@ def test_construction_errors(layout):
         pipeline.make_test_dataset(records, frames, "rgb", crops=4)
     with pytest.raises(ValueError, match="no videos"):
         pipeline.make_dataset([], frames, "rgb")
+
+
+def _batches(ds, count):
+    return [tf.nest.map_structure(lambda t: t.numpy(), batch) for batch in ds.take(count)]
+
+
+def test_resumed_pipeline_sees_the_uninterrupted_batches(layout):
+    """A run resumed at epoch 1, batch 1 gets exactly the batches an uninterrupted
+    run gets from there (order, snippets, crops and flips): a resume that restarted
+    the epoch, re-drew its order or shifted the epoch boundary fails."""
+    records = [VideoRecord("full", 6, i) for i in range(5)]  # 3 batches of 2, the last partial
+    make = lambda **kw: pipeline.make_dataset(  # noqa: E731
+        records, layout["frames"], "rgb+flow", input_size=S, batch_size=2, seed=11, repeat=True, **kw,
+    )
+    whole = _batches(make(), 9)
+    assert [len(b[1]) for b in whole] == [2, 2, 1] * 3  # no batch straddles two epochs
+    assert not _equal(whole[0:3], whole[3:6])  # each epoch is a new draw
+    resumed = _batches(make(start_epoch=1, skip_batches=1), 5)
+    assert all(_equal(a, b) for a, b in zip(resumed, whole[4:9]))
+    one_epoch = _batches(pipeline.make_dataset(
+        records, layout["frames"], "rgb+flow", input_size=S, batch_size=2, seed=11, start_epoch=2,
+    ), 10)
+    assert len(one_epoch) == 3 and all(_equal(a, b) for a, b in zip(one_epoch, whole[6:9]))
+
+
+def test_shards_together_are_the_single_process_batches(layout):
+    """Two workers' shards of a global batch of 4 are the even and odd videos of the
+    one-process batch (the same crops and flips), and the partial batch is dropped."""
+    records = [VideoRecord("full", 6, i) for i in range(9)]
+    make = lambda **kw: pipeline.make_dataset(  # noqa: E731
+        records, layout["frames"], "rgb", input_size=S, batch_size=4, seed=5, repeat=True, **kw,
+    )
+    single = _batches(make(drop_remainder=True), 4)
+    shards = [_batches(make(num_shards=2, shard_index=w), 4) for w in (0, 1)]
+    for step in range(4):
+        x, y = single[step]
+        for w in (0, 1):
+            assert np.array_equal(shards[w][step][0], x[w::2])
+            assert np.array_equal(shards[w][step][1], y[w::2])
+    with pytest.raises(ValueError, match="does not split over 3 shards"):
+        make(num_shards=3, shard_index=0)
+    with pytest.raises(ValueError, match="need training=True and a seed"):
+        pipeline.make_dataset(records, layout["frames"], "rgb", skip_batches=1)

@@ -1,0 +1,138 @@
+"""Training on several GPUs or machines with TensorFlow's ``tf.distribute``.
+
+Three strategies, chosen by name (``gated-tsn train --strategy``):
+
+* ``default``: one device (the first GPU, else the CPU);
+* ``mirrored``: every GPU of this machine, one replica each
+  (``tf.distribute.MirroredStrategy``; on a machine without GPUs, the CPU);
+* ``multi-worker``: several machines (or processes), each with its GPUs
+  (``tf.distribute.MultiWorkerMirroredStrategy``). Each process reads its place
+  in the cluster from the ``TF_CONFIG`` environment variable::
+
+      TF_CONFIG='{"cluster": {"worker": ["host1:12345", "host2:12345"]},
+                  "task": {"type": "worker", "index": 0}}'
+
+  Worker 0 (or the ``chief`` task) writes the checkpoints, logs and the output
+  model; the others train and write nothing.
+
+The batch a recipe names is the *global* batch: each worker reads its share
+(``batch / workers`` videos of every global batch,
+:func:`keras_gated_tsn.data.pipeline.make_dataset` ``num_shards``), Keras splits
+a worker's share over its GPUs, and the gradients are summed across all
+replicas before the update, so the learning rate stays the recipe's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import tensorflow as tf
+
+STRATEGIES = ("default", "mirrored", "multi-worker")
+
+
+@dataclasses.dataclass(frozen=True)
+class Workers:
+    """This process's place among the workers of a run.
+
+    Attributes:
+        count: workers (processes) in the run, >= 1.
+        index: this worker's index in ``[0, count)``: its data shard.
+        is_chief: whether this worker writes the files.
+        replicas: replicas (devices) over all workers.
+    """
+
+    count: int
+    index: int
+    is_chief: bool
+    replicas: int
+
+
+def make_strategy(name: str = "default") -> tf.distribute.Strategy:
+    """The ``tf.distribute`` strategy called ``name`` (see the module doc).
+
+    Create it before any other TensorFlow work of the process (a
+    multi-worker strategy must be made before the first op runs).
+
+    Raises:
+        ValueError: for another name, or ``multi-worker`` without a usable
+            ``TF_CONFIG`` (the message says what it must hold).
+    """
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi-worker":
+        _check_tf_config()
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"strategy must be one of {STRATEGIES}, got {name!r}")
+
+
+def _check_tf_config() -> None:
+    text = os.environ.get("TF_CONFIG")
+    example = (
+        'TF_CONFIG=\'{"cluster": {"worker": ["host1:port", "host2:port"]}, "task": {"type": "worker", "index": 0}}\''
+    )
+    if not text:
+        raise ValueError(f"--strategy multi-worker reads the cluster from TF_CONFIG, which is not set; e.g. {example}")
+    try:
+        config = json.loads(text)
+        cluster, task = config["cluster"], config["task"]
+        tasks = cluster[task["type"]]
+        if not 0 <= int(task["index"]) < len(tasks):
+            raise ValueError(f"task index {task['index']} is outside the {len(tasks)} {task['type']} tasks")
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"TF_CONFIG is not a usable cluster description ({error}); e.g. {example}") from None
+
+
+def workers_of(strategy: tf.distribute.Strategy) -> Workers:
+    """The :class:`Workers` of ``strategy`` for this process."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    spec = resolver.cluster_spec().as_dict() if resolver is not None else {}
+    if not spec:
+        return Workers(1, 0, True, strategy.num_replicas_in_sync)
+    chiefs = len(spec.get("chief", []))
+    count = chiefs + len(spec.get("worker", []))
+    task_type, task_id = resolver.task_type, int(resolver.task_id or 0)
+    index = task_id if task_type == "chief" else chiefs + task_id
+    return Workers(count, index, index == 0, strategy.num_replicas_in_sync)
+
+
+def check_supported(workers: Workers) -> None:
+    """Refuses a run over several workers, which Keras cannot train yet.
+
+    Keras 3's ``fit()`` under ``MultiWorkerMirroredStrategy`` builds the model by
+    all-reducing the first training batch (``TensorFlowTrainer._maybe_symbolic_build``),
+    which fails on ``(x, y)`` batches: "Attempt to convert a value (PerReplica...)
+    to a Tensor" — measured here with Keras 3.15 and two workers on 127.0.0.1, and
+    open upstream as keras-team/keras#20585. The sharded input (each worker its
+    share of every global batch) and the synchronized BN this package sets up for
+    such runs are in place; this refusal goes when Keras' step does. Several GPUs
+    of one machine (``mirrored``) are not refused.
+
+    Raises:
+        ValueError: for ``workers.count`` > 1, saying so.
+    """
+    if workers.count > 1:
+        raise ValueError(
+            f"training over {workers.count} workers is not supported yet: Keras' fit() under "
+            "MultiWorkerMirroredStrategy fails building the model from the first batch (keras-team/keras#20585); "
+            "train on one machine (--strategy mirrored for its GPUs)"
+        )
+
+
+def describe_devices(strategy: tf.distribute.Strategy) -> str:
+    """``"2 workers x 1 CPU"`` / ``"1 x NVIDIA H100"``: where a run trains."""
+    workers = workers_of(strategy)
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        details = tf.config.experimental.get_device_details(gpus[0])
+        device = details.get("device_name", "GPU")
+        local = f"{len(gpus)} x {device}" if len(gpus) > 1 else device
+    else:
+        local = f"CPU ({os.cpu_count()} cores)"
+    return (f"{workers.count} workers x " if workers.count > 1 else "") + local + (
+        f", {workers.replicas} replicas" if workers.replicas > 1 else ""
+    )

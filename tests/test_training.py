@@ -210,6 +210,11 @@ def test_stage_defaults_are_the_authors_recipe(trained_models, prepared_samples,
     result = run_stage(dataclasses.replace(config, epochs=1, num_segments=2, verbose=0))
     model = result.model
     assert np.isfinite(result.history["fused_loss"][0])
+    # The per-epoch log a person follows: learning rate and the mean fusion weights too.
+    header = open(result.files["log"]).readline().strip().split(",")
+    for column in ("learning_rate", "rgb_weight", "flow_weight", "val_rgb_weight", "val_fused_accuracy"):
+        assert column in header
+    assert not os.path.exists(config.out[: -len(".keras")] + ".ckpt")  # removed when the stage ends
     np.testing.assert_array_equal(
         model.get_layer("gating_inception_5a_1x1").kernel.numpy(),
         load_model(paths["rgb"], TSN).get_layer("inception_5a_1x1").kernel.numpy(),

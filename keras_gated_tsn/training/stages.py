@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
+import shutil
 import sys
 from typing import Callable, Dict, List, Optional
 
@@ -418,8 +419,6 @@ def run_stage(config: StageConfig, log: Callable[[str], None] = print) -> StageR
     folder = checkpoint_folder(config.out)
     if config.restart and chief and os.path.isdir(folder):
         say(f"--restart: discarding the training state in {folder}")
-        import shutil
-
         shutil.rmtree(folder)
     saved = checkpoints.newest_options(folder)
     seed = config.seed if config.seed is not None else saved.get("seed", random.SystemRandom().randrange(2**31))
@@ -548,6 +547,5 @@ def run_stage(config: StageConfig, log: Callable[[str], None] = print) -> StageR
     if chief:
         save_atomically(model, config.out)
         state.remove()
-    best = None if state.best is None else state.best
     best_epoch = None if state.best_epoch is None else state.best_epoch + 1
-    return StageResult(model, history, monitor, best, best_epoch, resumed.path if resumed else None, files)
+    return StageResult(model, history, monitor, state.best, best_epoch, resumed.path if resumed else None, files)

@@ -224,8 +224,9 @@ class TorchTwin(nn.Module):
             if all(_pair(layer.strides)[i] == 1 and k[i] % 2 == 1 for i in range(2)):
                 return self._conv(layer, (k[0] // 2, k[1] // 2))
             raise NotImplementedError(f"Conv2D {layer.name!r} with 'same' padding and stride > 1")
-        if kind in ("BatchNormalization", "FrozenBatchNormalization"):
-            cls = nn.BatchNorm2d if (kind == "BatchNormalization" and layer.trainable) else _FrozenBN
+        if kind in ("BatchNormalization", "FusedBatchNormalization", "FrozenBatchNormalization"):
+            trains_statistics = kind != "FrozenBatchNormalization" and layer.trainable
+            cls = nn.BatchNorm2d if trains_statistics else _FrozenBN
             if len(node.input_tensors[0].shape) != 4:
                 raise NotImplementedError(f"BN {layer.name!r} on a non-4-D tensor")
             return cls(layer.gamma.shape[0], eps=layer.epsilon, momentum=1.0 - layer.momentum,

@@ -300,3 +300,31 @@ def test_the_joint_stage_takes_the_precision_asked_for(trained_models, prepared_
         model = build_stage_model(config, num_classes=3)
     assert model.precision == "mixed_bfloat16"
     assert model.get_layer("fused").dtype_policy.name == "float32"  # the scores stay float32
+
+
+@pytest.mark.parametrize("clip_gradients,iter_size", [(None, 1), (0.5, 1), (0.5, 2), (100.0, 2)])
+def test_fused_caffe_update_equals_the_keras_ops_update(monkeypatch, clip_gradients, iter_size):
+    """CaffeSGD's TensorFlow update (norm by L2Loss, clip factor in the learning rate,
+    one ResourceApplyKerasMomentum per weight, its own accumulation) moves every
+    weight and momentum as the backend-neutral keras.ops update with Keras' clipping
+    and accumulation does, through fit(): decay on kernels only, bias lr x2, the
+    clip acting (0.5) or not (100), 1 or 2 accumulated batches."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(0.0, 5.0, (32, 6)).astype("float32")
+    y = rng.integers(0, 3, 32)
+
+    def train():
+        keras.utils.set_random_seed(1)
+        model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(5), keras.layers.BatchNormalization(),
+                                  keras.layers.Dense(3)])
+        optimizer = make_optimizer(0.1, clip_gradients=clip_gradients, iter_size=iter_size)
+        model.compile(optimizer=optimizer, loss=recipes.classification_loss())
+        model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+        return [w.numpy() for w in model.weights + optimizer.variables]
+
+    fused = train()
+    monkeypatch.setattr(CaffeSGD, "_fused_update_applies", lambda self: False)
+    reference = train()
+    assert len(fused) == len(reference)
+    for ours, theirs in zip(fused, reference):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-7)

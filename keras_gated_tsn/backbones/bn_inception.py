@@ -31,6 +31,7 @@ from keras import layers
 from keras_gated_tsn.backbones import common
 from keras_gated_tsn.backbones.registry import BackboneSpec, PretrainedFile, register_backbone
 from keras_gated_tsn.layers.frozen_bn import FrozenBatchNormalization
+from keras_gated_tsn.layers.fused_bn import FusedBatchNormalization
 from keras_gated_tsn.layers.preprocessing import CAFFE_BGR_MEAN
 
 DEFAULT_FUSION_LAYER = "inception_4e_output"
@@ -103,13 +104,21 @@ def _conv_bn_relu(
     x = layers.Conv2D(
         filters, kernel, strides=stride, padding=padding, use_bias=True, name=f"{prefix}{conv_name}"
     )(x)
-    norm = FrozenBatchNormalization if frozen_bn else layers.BatchNormalization
+    norm = FrozenBatchNormalization if frozen_bn else FusedBatchNormalization
     x = norm(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{prefix}{conv_name}_bn")(x)
     return layers.ReLU(name=f"{prefix}{relu_name}")(x)
 
 
 def _ceil_max_pool(x, name: str):
-    """Caffe MAX 3x3/2 pooling with round-up output size, on non-negative input."""
+    """Caffe MAX 3x3/2 pooling with round-up output size, on non-negative input.
+
+    On an even static height and width TensorFlow's "same" pooling is Caffe's
+    (one padded row and column at the end) and runs as one op; otherwise the
+    map is zero-padded at the end (equal to Caffe's on ReLU outputs).
+    """
+    height, width = x.shape[1], x.shape[2]
+    if height is not None and width is not None and height % 2 == 0 and width % 2 == 0:
+        return layers.MaxPooling2D(3, strides=2, padding="same", name=name)(x)
     x = layers.ZeroPadding2D(((0, 1), (0, 1)), name=f"{name}_pad")(x)
     return layers.MaxPooling2D(3, strides=2, padding="valid", name=name)(x)
 

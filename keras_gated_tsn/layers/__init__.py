@@ -2,15 +2,17 @@
 
 Every layer here is registered under the package name ``keras_gated_tsn``,
 returns all constructor arguments from ``get_config()`` and computes with
-``keras.ops`` only, so models that use them save and load as ``.keras``.
+``keras.ops`` (the fused batch normalisation adds TensorFlow's kernel for
+float16 / bfloat16 maps), so models that use them save and load as ``.keras``.
 """
 
 from keras_gated_tsn.layers.frozen_bn import FrozenBatchNormalization
+from keras_gated_tsn.layers.fused_bn import FusedBatchNormalization
 from keras_gated_tsn.layers.fusion import GatedFusion
 from keras_gated_tsn.layers.lrn import LocalResponseNormalization
 from keras_gated_tsn.layers.preprocessing import ModalityPreprocessing
 from keras_gated_tsn.layers.segments import SegmentConsensus, SegmentFold
 
 __all__ = [
-    "FrozenBatchNormalization", "GatedFusion", "LocalResponseNormalization", "ModalityPreprocessing", "SegmentConsensus", "SegmentFold",
+    "FrozenBatchNormalization", "FusedBatchNormalization", "GatedFusion", "LocalResponseNormalization", "ModalityPreprocessing", "SegmentConsensus", "SegmentFold",
 ]

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import keras
 
+from keras_gated_tsn.layers.fused_bn import FusedBatchNormalization
+
 
 @keras.saving.register_keras_serializable(package="keras_gated_tsn")
-class FrozenBatchNormalization(keras.layers.BatchNormalization):
+class FrozenBatchNormalization(FusedBatchNormalization):
     """Caffe's ``BN`` layer with ``frozen: true``: global statistics, trained scale and shift.
 
     Normalises with the moving mean and variance in every call, training or
@@ -21,10 +23,10 @@ class FrozenBatchNormalization(keras.layers.BatchNormalization):
     (``gating_three_2_train_val.prototxt``: ``bn_param { frozen: true }`` with
     ``lr_mult: 1`` on scale and shift).
 
-    Under a mixed dtype policy it normalises in float32 (Keras'
-    ``BatchNormalization`` casts float16 / bfloat16 input up and the result
-    back to the compute dtype); its four variables are float32 under every
-    policy.
+    Under a mixed dtype policy it normalises float16 / bfloat16 maps with
+    TensorFlow's fused kernel, which computes in float32
+    (:class:`~keras_gated_tsn.layers.FusedBatchNormalization`); its four
+    variables are float32 under every policy.
 
     Input and output: ``(..., C)`` float, channels last (``axis=-1``). Weights
     and constructor arguments are those of ``keras.layers.BatchNormalization``

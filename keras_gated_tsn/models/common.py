@@ -8,6 +8,61 @@ import numpy as np
 from keras_gated_tsn.precision import check_precision
 
 
+class BuildsFromSpecs:
+    """Mixin for the zoo's models: ``fit()`` under a strategy builds from the input's specs.
+
+    Keras 3's TensorFlow trainer builds a model under a ``tf.distribute``
+    strategy by drawing the first batch and reducing it across replicas
+    (``TensorFlowTrainer._maybe_symbolic_build``). Under
+    ``MultiWorkerMirroredStrategy`` that fails on ``(x, y)`` batches ("Attempt
+    to convert a value (PerReplica...) to a Tensor", keras-team/keras#20585)
+    and costs a batch and a collective op on every ``fit()``. Only shapes and
+    dtypes are needed: this builds from the dataset's ``element_spec``, which
+    is the same on every worker, without reading data.
+    """
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        dataset = getattr(iterator, "data_adapter", None)
+        if getattr(self, "_distribute_strategy", None) is None or dataset is None:
+            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        specs = keras.tree.map_structure(_local_spec, dataset.get_tf_dataset().element_spec)
+        with self.distribute_strategy.scope():
+            self._symbolic_build(data_batch=specs)
+
+    # Keras then averages each step's logs over the workers with
+    # ``strategy.reduce("MEAN", value, axis=0)``, which fails on the scalar
+    # metric values ("Invalid reduction dimension 0 for input with 0
+    # dimensions", tensorflow/tensorflow#72388). Under several workers the
+    # logs leave the step as shape (1,), which that reduction averages over
+    # the replicas into a scalar.
+
+    def train_step(self, data):
+        return _logs_for_workers(self, super().train_step(data))
+
+    def test_step(self, data):
+        return _logs_for_workers(self, super().test_step(data))
+
+
+def _logs_for_workers(model, logs):
+    strategy = getattr(model, "_distribute_strategy", None)
+    if strategy is None or keras.backend.backend() != "tensorflow":
+        return logs
+    import tensorflow as tf
+
+    if not (
+        isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        and strategy.extended._in_multi_worker_mode()  # Keras' own test for this reduction
+    ):
+        return logs
+    return {name: tf.reshape(value, (1,)) for name, value in logs.items()}
+
+
+def _local_spec(spec):
+    """One replica's ``tf.TensorSpec`` of a distributed dataset's ``PerReplicaSpec``."""
+    value_specs = getattr(spec, "_value_specs", None)  # tf.distribute's PerReplicaSpec
+    return value_specs[0] if value_specs else spec
+
+
 def compile_from_config(model, config) -> None:
     """``keras.Model.compile_from_config`` for models with their own ``compile``:
     the saved optimizer, losses, loss weights and metrics, deserialized and

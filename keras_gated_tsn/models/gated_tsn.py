@@ -11,7 +11,7 @@ from keras import layers
 
 from keras_gated_tsn.backbones import get_backbone
 from keras_gated_tsn.layers import GatedFusion, SegmentConsensus
-from keras_gated_tsn.models.common import check_choice, check_ratio, compile_from_config
+from keras_gated_tsn.models.common import BuildsFromSpecs, check_choice, check_ratio, compile_from_config
 from keras_gated_tsn.models.tsn import CLASSIFIER, TSN, stream_pooling
 from keras_gated_tsn.precision import precision_scope, resolve_precision
 from keras_gated_tsn.weights.transfer import copy_weights_by_name
@@ -86,7 +86,7 @@ def _fusion_conv(channels_in: int, channels: int, initializer: str, name: str) -
 
 
 @keras.saving.register_keras_serializable(package="keras_gated_tsn")
-class GatedTSN(keras.Model):
+class GatedTSN(BuildsFromSpecs, keras.Model):
     """Gated TSN: adaptive, per-video fusion weights for the two streams.
 
     The two TSN streams are rebuilt inside the model from their configs, take

@@ -11,7 +11,7 @@ from keras import layers
 from keras_gated_tsn.backbones import get_backbone
 from keras_gated_tsn.layers import ModalityPreprocessing, SegmentConsensus, SegmentFold
 from keras_gated_tsn.layers.preprocessing import MODALITIES
-from keras_gated_tsn.models.common import check_int, check_ratio, compile_from_config
+from keras_gated_tsn.models.common import BuildsFromSpecs, check_int, check_ratio, compile_from_config
 from keras_gated_tsn.precision import precision_scope, resolve_precision
 from keras_gated_tsn.weights.transfer import copy_weights_by_name
 
@@ -29,7 +29,7 @@ def stream_pooling(spec, x, prefix: str = ""):
 
 
 @keras.saving.register_keras_serializable(package="keras_gated_tsn")
-class TSN(keras.Model):
+class TSN(BuildsFromSpecs, keras.Model):
     """A TSN stream: preprocessing → segments folded → backbone → dropout → fc
     → average consensus of the pre-softmax scores.
 

@@ -13,7 +13,10 @@ Three strategies, chosen by name (``gated-tsn train --strategy``):
                   "task": {"type": "worker", "index": 0}}'
 
   Worker 0 (or the ``chief`` task) writes the checkpoints, logs and the output
-  model; the others train and write nothing.
+  model; the others train and write nothing. Give every worker the same
+  ``--out`` on storage they all see (NFS, a cloud bucket mount): a killed run
+  resumes only when every worker finds the same training state there, which
+  is checked before training.
 
 The batch a recipe names is the *global* batch: each worker reads its share
 (``batch / workers`` videos of every global batch,
@@ -27,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from typing import List, Sequence
 
 import tensorflow as tf
 
@@ -100,27 +104,35 @@ def workers_of(strategy: tf.distribute.Strategy) -> Workers:
     return Workers(count, index, index == 0, strategy.num_replicas_in_sync)
 
 
-def check_supported(workers: Workers) -> None:
-    """Refuses a run over several workers, which Keras cannot train yet.
+def chief_values(strategy: tf.distribute.Strategy, values: Sequence[int]) -> List[int]:
+    """The chief's ``values`` on every worker (a collective broadcast; as is with one worker).
 
-    Keras 3's ``fit()`` under ``MultiWorkerMirroredStrategy`` builds the model by
-    all-reducing the first training batch (``TensorFlowTrainer._maybe_symbolic_build``),
-    which fails on ``(x, y)`` batches: "Attempt to convert a value (PerReplica...)
-    to a Tensor" — measured here with Keras 3.15 and two workers on 127.0.0.1, and
-    open upstream as keras-team/keras#20585. The sharded input (each worker its
-    share of every global batch) and the synchronized BN this package sets up for
-    such runs are in place; this refusal goes when Keras' step does. Several GPUs
-    of one machine (``mirrored``) are not refused.
+    Used for what every worker must agree on before training: the seed drawn
+    when ``--seed`` is not given, and the point a resumed run starts from.
+    Every worker of the run must call it at the same point.
 
-    Raises:
-        ValueError: for ``workers.count`` > 1, saying so.
+    Args:
+        values: integers in ``[-2**53, 2**53]``.
+
+    Returns:
+        Worker 0's values, in order.
     """
-    if workers.count > 1:
-        raise ValueError(
-            f"training over {workers.count} workers is not supported yet: Keras' fit() under "
-            "MultiWorkerMirroredStrategy fails building the model from the first batch (keras-team/keras#20585); "
-            "train on one machine (--strategy mirrored for its GPUs)"
-        )
+    values = [int(v) for v in values]
+    if workers_of(strategy).count == 1:
+        return values
+    local = tf.constant(values, tf.float64)  # exact for |v| <= 2**53; every collective reduces floats
+
+    @tf.function
+    def broadcast():
+        def replica_fn():
+            context = tf.distribute.get_replica_context()
+            mine = tf.where(tf.equal(context.replica_id_in_sync_group, 0), local, tf.zeros_like(local))
+            return context.all_reduce(tf.distribute.ReduceOp.SUM, mine)
+
+        return strategy.run(replica_fn)
+
+    result = strategy.experimental_local_results(broadcast())[0]
+    return [int(v) for v in result.numpy()]
 
 
 def describe_devices(strategy: tf.distribute.Strategy) -> str:

@@ -130,9 +130,8 @@ class CaffeSGD(keras.optimizers.SGD):
         self.bias_lr_multiplier = float(bias_lr_multiplier)
 
     def update_step(self, gradient, variable, learning_rate):
-        # The TensorFlow backend hands over the backend variable
-        # ("model/fc/kernel:0"); Keras' own variables are named "kernel".
-        kind = variable.name.rsplit("/", 1)[-1].split(":", 1)[0]
+        # Any backend: Caffe's update in keras.ops, after Keras' clipping.
+        kind = _variable_kind(variable)
         if kind == "kernel" and self.caffe_weight_decay:
             gradient = ops.add(
                 ops.cast(gradient, variable.dtype),
@@ -142,12 +141,112 @@ class CaffeSGD(keras.optimizers.SGD):
             learning_rate = ops.multiply(learning_rate, self.bias_lr_multiplier)
         super().update_step(gradient, variable, learning_rate)
 
+    # TensorFlow: the same update in fewer passes over the weights, and
+    # gradient accumulation that works under tf.distribute.
+    #
+    # Keras scales every gradient by the clipping factor, then adds the decay,
+    # then updates the momentum and the weight with separate ops (about 9 ops
+    # and 6 passes over each kernel: 30 ms of a 330 ms BN-Inception step on 2
+    # cores). Here the norm is one fused ``L2Loss`` per gradient, the clipping
+    # factor joins the (scalar) learning rate, and momentum and weight are one
+    # ``ResourceApplyKerasMomentum`` (``accum = μ·accum - lr·g; w += accum``,
+    # Keras' SGD exactly): 1 op per bias or BN weight, 3 per kernel.
+    #
+    # Under several replicas the gradients are summed across them first, in
+    # the replica context, and every replica then applies the same update to
+    # its own copy of the weights (TensorFlow's "sync-free" update). So the
+    # clipping sees the global gradient, as on one device (Keras clips each
+    # replica's share before the sum), and accumulation works: Keras applies
+    # accumulated gradients inside a ``cond`` on the step count, where a
+    # cross-replica sum or ``merge_call`` cannot run ("merge_call called while
+    # defining a new graph"), so Keras' accumulation fails under
+    # MirroredStrategy and MultiWorkerMirroredStrategy.
+
+    def _fused_update_applies(self) -> bool:
+        return (
+            keras.backend.backend() == "tensorflow"
+            and self.momentum != 0
+            and not (self.clipnorm or self.clipvalue or self.use_ema or self.weight_decay)
+        )
+
+    def _backend_apply_gradients(self, grads, trainable_variables):
+        if not self._fused_update_applies():
+            return super()._backend_apply_gradients(grads, trainable_variables)
+        import tensorflow as tf
+
+        variables = [v.value if isinstance(v, keras.Variable) else v for v in trainable_variables]
+        grads = [g for g, _ in self._all_reduce_sum_gradients(list(zip(grads, variables)))]
+        if not self.gradient_accumulation_steps:
+            self._fused_caffe_updates(grads, variables)
+            return
+        steps = self.gradient_accumulation_steps
+        accumulators = [
+            self._accumulated_gradients[self._get_variable_index(v)].value for v in trainable_variables
+        ]
+        for accumulator, gradient in zip(accumulators, grads):
+            tf.raw_ops.AssignAddVariableOp(resource=accumulator.handle, value=tf.cast(gradient, accumulator.dtype))
+
+        def update():
+            totals = [
+                tf.raw_ops.ReadVariableOp(resource=a.handle, dtype=a.dtype) / steps for a in accumulators
+            ]
+            self._fused_caffe_updates(totals, variables)
+            for accumulator in accumulators:
+                tf.raw_ops.AssignVariableOp(
+                    resource=accumulator.handle, value=tf.zeros(accumulator.shape, accumulator.dtype)
+                )
+
+        tf.cond(tf.equal((self._iterations + 1) % steps, 0), update, lambda: None)
+
+    def _fused_caffe_updates(self, grads, variables) -> None:
+        import tensorflow as tf
+
+        clip_scale = tf.constant(1.0, "float32")
+        if self.global_clipnorm:
+            norm = tf.sqrt(tf.add_n([2.0 * tf.nn.l2_loss(tf.cast(g, "float32")) for g in grads]))
+            # min(1, clip / norm), and NaN when the norm is not finite, as Keras.
+            clip_scale = self.global_clipnorm * tf.minimum(1.0 / norm, 1.0 / self.global_clipnorm)
+            clip_scale = clip_scale + (norm - norm)
+        learning_rate = tf.convert_to_tensor(self.learning_rate)
+        for gradient, variable in zip(grads, variables):
+            dtype = variable.dtype
+            gradient = tf.cast(gradient, dtype)
+            scale = tf.cast(clip_scale, dtype)
+            rate = tf.cast(learning_rate, dtype)
+            kind = _variable_kind(variable)
+            if kind == "kernel" and self.caffe_weight_decay:
+                gradient = gradient * scale + variable * tf.cast(self.caffe_weight_decay, dtype)
+            else:
+                if kind == "bias":
+                    rate = rate * self.bias_lr_multiplier
+                rate = rate * scale
+            momentum = self.momentums[self._get_variable_index(variable)].value
+            # .handle is this replica's copy under a strategy.
+            tf.raw_ops.ResourceApplyKerasMomentum(
+                var=variable.handle,
+                accum=momentum.handle,
+                lr=rate,
+                grad=gradient,
+                momentum=tf.cast(self.momentum, dtype),
+                use_locking=False,
+                use_nesterov=bool(self.nesterov),
+            )
+
     def get_config(self):
         return {
             **super().get_config(),
             "caffe_weight_decay": self.caffe_weight_decay,
             "bias_lr_multiplier": self.bias_lr_multiplier,
         }
+
+
+def _variable_kind(variable) -> str:
+    """``kernel``, ``bias``, ``gamma``, ... from a Keras or TensorFlow variable's name.
+
+    The TensorFlow backend hands optimizers the backend variable
+    (``"model/fc/kernel:0"``); Keras' own variables are named ``"kernel"``.
+    """
+    return variable.name.rsplit("/", 1)[-1].split(":", 1)[0]
 
 
 def make_optimizer(

@@ -413,7 +413,6 @@ def run_stage(config: StageConfig, log: Callable[[str], None] = print) -> StageR
 
     strategy = distribute.make_strategy(config.strategy)
     workers = distribute.workers_of(strategy)
-    distribute.check_supported(workers)
     chief = workers.is_chief
     say = log if chief else (lambda line: None)
     folder = checkpoint_folder(config.out)
@@ -422,6 +421,7 @@ def run_stage(config: StageConfig, log: Callable[[str], None] = print) -> StageR
         shutil.rmtree(folder)
     saved = checkpoints.newest_options(folder)
     seed = config.seed if config.seed is not None else saved.get("seed", random.SystemRandom().randrange(2**31))
+    seed = distribute.chief_values(strategy, [seed])[0]  # a drawn seed: the chief's, on every worker
     options = {**{f.name: getattr(config, f.name) for f in dataclasses.fields(config)},
                "seed": seed, "workers": workers.count, "batch_size": recipe.batch_size,
                "iter_size": recipe.iter_size, "train_list": os.path.abspath(train_list)}
@@ -481,13 +481,17 @@ def run_stage(config: StageConfig, log: Callable[[str], None] = print) -> StageR
             shard_index=workers.index,
         ))
 
-    validation = None
+    validation = validation_steps = None
     if val_list:
         # Every worker scores the whole validation list (the metrics are ratios).
         validation = distributed(lambda: pipeline.make_dataset(
             val_records, frames_root, modality, num_segments=config.num_segments, new_length=new_length,
             input_size=model.input_size, batch_size=batch // workers.count, training=False,
         ))
+        if workers.replicas > 1:
+            # A distributed dataset has no known length: without the count Keras
+            # ends each validation on an end-of-data error and warns about it.
+            validation_steps = -(-len(val_records) // (batch // workers.count))
 
     monitor = GATED_MONITOR if gated else STREAM_MONITOR
     if val_list is None:
@@ -502,8 +506,16 @@ def run_stage(config: StageConfig, log: Callable[[str], None] = print) -> StageR
         folder, options, monitor, save_every=config.checkpoint_every, tracked=callbacks, write=chief,
         must_match=_MUST_MATCH,
     )
-    resumed = state.restore(model)
+    resumed = None if (config.restart and not chief) else state.restore(model)  # the chief removed the state
     start_epoch, skip = (resumed.epoch, resumed.step) if resumed else (0, 0)
+    if workers.count > 1:
+        chief_start = distribute.chief_values(strategy, [start_epoch, skip])
+        if chief_start != [start_epoch, skip]:
+            raise ValueError(
+                f"worker {workers.index} would start at epoch {start_epoch + 1}, batch {skip + 1} "
+                f"but worker 0 at epoch {chief_start[0] + 1}, batch {chief_start[1] + 1}: every worker "
+                f"needs the same training state in {folder} (give all the same --out on shared storage)"
+            )
     if resumed and skip >= steps_per_epoch:  # saved on the last batch, before the epoch's end
         start_epoch, skip = start_epoch + 1, 0
     if chief:
@@ -525,6 +537,7 @@ def run_stage(config: StageConfig, log: Callable[[str], None] = print) -> StageR
         run = model.fit(
             training_data(first_epoch, skip_batches),
             validation_data=validation,
+            validation_steps=validation_steps,
             initial_epoch=first_epoch,
             epochs=first_epoch + 1 if skip_batches else config.epochs,
             steps_per_epoch=steps_per_epoch - skip_batches,

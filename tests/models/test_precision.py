@@ -383,3 +383,47 @@ def test_mixed_bfloat16_tracks_float32_on_real_frames(prepared_samples):
     assert np.isfinite(mixed).all()
     assert reference[-1] < reference[0] - 0.15 and mixed[-1] < mixed[0] - 0.15, losses
     np.testing.assert_allclose(mixed, reference, atol=BF16_LOSS_TOLERANCE, rtol=0)
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_fused_batch_norm_trains_as_keras_batch_norm(policy):
+    """Through fit() under a half-precision policy, a small conv net with the fused
+    BN ends with the weights and moving statistics of the same net with Keras' BN
+    (the fused kernel's unbiased variance converted back to Keras' biased one);
+    a frozen (partial-BN) layer keeps its statistics and normalises with them."""
+    from keras_gated_tsn.layers import FusedBatchNormalization
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(3.0, 2.0, (16, 6, 6, 3)).astype("float32")
+    y = rng.integers(0, 2, 16)
+
+    def train(norm):
+        keras.utils.set_random_seed(3)
+        with precision_scope(policy):
+            inputs = keras.Input((6, 6, 3))
+            h = keras.layers.Conv2D(8, 3, name="conv")(inputs)
+            h = norm(momentum=0.5, epsilon=1e-5, name="bn")(h)
+            frozen = norm(momentum=0.5, epsilon=1e-5, name="frozen_bn")
+            frozen.trainable = False
+            h = frozen(keras.layers.ReLU()(h))
+            h = keras.layers.GlobalAveragePooling2D()(h)
+            outputs = keras.layers.Dense(2, dtype="float32", name="fc")(h)
+            model = keras.Model(inputs, outputs)
+        model.get_layer("frozen_bn").set_weights(
+            [np.full(8, 1.5, "float32"), np.full(8, 0.1, "float32"), np.full(8, 0.2, "float32"), np.full(8, 2.0, "float32")]
+        )
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+        return model
+
+    ours, theirs = train(FusedBatchNormalization), train(keras.layers.BatchNormalization)
+    assert isinstance(ours.get_layer("bn"), FusedBatchNormalization)
+    for layer in ("conv", "bn", "frozen_bn", "fc"):
+        for mine, reference, weight in zip(ours.get_layer(layer).get_weights(), theirs.get_layer(layer).get_weights(),
+                                           ours.get_layer(layer).weights):
+            np.testing.assert_allclose(mine, reference, rtol=1e-3, atol=1e-4, err_msg=weight.path)
+    moving_variance = ours.get_layer("bn").moving_variance.numpy()
+    assert not np.allclose(moving_variance, 1.0)  # it trained
+    np.testing.assert_array_equal(ours.get_layer("frozen_bn").moving_variance.numpy(), 2.0)
+    probe = x[:4]
+    np.testing.assert_allclose(ours.predict(probe, verbose=0), theirs.predict(probe, verbose=0), rtol=5e-2, atol=5e-2)

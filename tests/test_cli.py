@@ -122,6 +122,15 @@ def test_train_evaluate_fuse_end_to_end(prepared_samples, trained_models, tmp_pa
     assert streams.fused is None
     np.testing.assert_allclose(streams.rgb, test.rgb, rtol=1e-4, atol=1e-4)
 
+    # The gated model under bfloat16 and XLA: float32 scores close to the float32 run's.
+    fast_out = tmp_path / "fast.npz"
+    assert main(["evaluate", "--data", data, "--list", f"{data}/test.txt", "--model", gate, "--precision",
+                 "mixed_bfloat16", "--jit-compile", "--out", str(fast_out), "--frames", "2", "--no-progress"]) == 0
+    fast = load_scores(fast_out)
+    assert fast.fused.dtype == np.float32 and not np.array_equal(fast.fused, test.fused)  # it ran in bfloat16
+    np.testing.assert_allclose(fast.fusion_weights, test.fusion_weights, atol=0.05)
+    np.testing.assert_allclose(fast.fused, test.fused, atol=0.1 * float(np.abs(test.fused).max()))
+
     capsys.readouterr()
     prefix = tmp_path / "table"
     assert main(["fuse", str(tmp_path / "test.npz"), "--val-scores", str(tmp_path / "val.npz"),
@@ -207,7 +216,10 @@ def test_split_writes_official_lists(shared_reference, tmp_path, capsys):
     assert sorted(test) == ["v_ApplyEyeMakeup_g01_c01", "v_BaseballPitch_g01_c01"]
     assert val == ["v_ApplyEyeMakeup_g09_c01"]
     assert sorted(train) == ["v_ApplyEyeMakeup_g08_c01", "v_HandStandPushups_g08_c01"]
-    assert "not prepared" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "not prepared (v_ApplyEyeMakeup_g08_c02, " in printed  # named, in split-file order
+    missing = (tmp_path / "split_missing.txt").read_text().split()
+    assert len(missing) == 9537 + 3783 - 5 and "v_YoYo_g07_c04" in missing
     assert main(["split", str(tmp_path), "--splits", str(tmp_path)]) == 2
 
     # The authors' protocol: validation on the test list, said so.
@@ -219,3 +231,43 @@ def test_split_writes_official_lists(shared_reference, tmp_path, capsys):
     assert not (tmp_path / "val.txt").exists() and "no val.txt" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["split", str(tmp_path), "--splits", "x", "--val-from-test", "--val-fraction", "0.1"])
+    # The official files fix the test set: a test fraction with them is refused.
+    assert main(["split", str(tmp_path), "--splits", str(shared_reference / "ucf101_splits"),
+                 "--test-fraction", "0.2"]) == 2
+
+
+def test_split_of_a_dataset_without_official_files(tmp_path, capsys):
+    """A user's own dataset: each class divided in the same proportions with a
+    seed; the same seed gives the same lists, another seed other ones; a class
+    too small to be in every set is named."""
+    from keras_gated_tsn.data.lists import VideoRecord, read_list_file, write_list_file
+
+    (tmp_path / "classes.txt").write_text("jump\nrun\nwave\n")
+    sizes = {0: 20, 1: 10, 2: 30}
+    write_list_file(tmp_path / "all.txt", [VideoRecord(f"c{label}_v{i:02d}", 50, label)
+                                           for label, count in sizes.items() for i in range(count)])
+
+    def lists(seed):
+        assert main(["split", str(tmp_path), "--test-fraction", "0.2", "--val-fraction", "0.1",
+                     "--seed", str(seed)]) == 0
+        return {name: read_list_file(tmp_path / f"{name}.txt") for name in ("train", "val", "test")}
+
+    first = lists(0)
+    for name, fraction in (("test", 0.2), ("val", 0.1)):
+        per_class = {label: sum(r.label == label for r in first[name]) for label in sizes}
+        assert per_class == {label: round(count * fraction) for label, count in sizes.items()}, name
+    videos = [r.video for part in first.values() for r in part]
+    assert sorted(videos) == sorted(r.video for r in read_list_file(tmp_path / "all.txt"))  # each once
+    assert "train 42, val 6, test 12" in capsys.readouterr().out
+    assert lists(0) == first
+    assert lists(1)["test"] != first["test"]
+    # Without a validation share, an old val.txt goes.
+    assert main(["split", str(tmp_path), "--test-fraction", "0.2"]) == 0
+    assert not (tmp_path / "val.txt").exists()
+
+    write_list_file(tmp_path / "all.txt", [VideoRecord("c0_v00", 50, 0), VideoRecord("c0_v01", 50, 0),
+                                           VideoRecord("c1_v00", 50, 1), VideoRecord("c1_v01", 50, 1)])
+    assert main(["split", str(tmp_path), "--test-fraction", "0.3", "--val-fraction", "0.3"]) == 2
+    assert "class 'jump' has 2 video(s)" in capsys.readouterr().err
+    assert main(["split", str(tmp_path)]) == 2
+    assert "give --splits" in capsys.readouterr().err

@@ -6,6 +6,7 @@ import argparse
 import os
 
 from keras_gated_tsn.cli.common import int_at_least
+from keras_gated_tsn.precision import PRECISIONS
 
 NAME = "evaluate"
 HELP = "score every test view (25 frames x 10 crops) into a score file"
@@ -36,6 +37,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--flow", help="flow stream .keras (without --model)")
     parser.add_argument("--frames", type=int_at_least(1), default=25, help="snippets per video (default 25)")
     parser.add_argument("--crops", type=int, default=10, choices=(1, 5, 10), help="crops per snippet (default 10)")
+    parser.add_argument(
+        "--precision", default="float32", choices=PRECISIONS,
+        help="dtype policy to score under (default float32; mixed_bfloat16 on a CPU with AMX / AVX512-BF16, "
+        "mixed_float16 on a GPU); the scores are float32 either way",
+    )
+    parser.add_argument("--jit-compile", action="store_true", help="compile the scoring step with XLA")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     return parser
 
@@ -46,17 +53,25 @@ def run(args: argparse.Namespace) -> int:
     from keras_gated_tsn.data.lists import read_class_names
     from keras_gated_tsn.evaluation.protocol import evaluate
     from keras_gated_tsn.evaluation.scores import save_scores
-    from keras_gated_tsn.models import TSN, GatedTSN
+    from keras_gated_tsn.models import TSN, GatedTSN, with_precision
     from keras_gated_tsn.training.stages import load_model
 
     if not (args.model or args.rgb or args.flow):
         raise ValueError("give --model (gated) or --rgb and/or --flow (streams)")
     class_names = read_class_names(os.path.join(args.data, CLASSES_FILE))
+
+    def prepared(path, kind):
+        if not path:
+            return None
+        model = with_precision(load_model(path, kind), args.precision)
+        model.jit_compile = args.jit_compile
+        return model
+
     scores = evaluate(
         args.list, os.path.join(args.data, FRAMES_DIR), class_names,
-        gated_model=load_model(args.model, GatedTSN) if args.model else None,
-        rgb_model=load_model(args.rgb, TSN) if args.rgb else None,
-        flow_model=load_model(args.flow, TSN) if args.flow else None,
+        gated_model=prepared(args.model, GatedTSN),
+        rgb_model=prepared(args.rgb, TSN),
+        flow_model=prepared(args.flow, TSN),
         num_frames=args.frames, crops=args.crops, progress=args.progress,
     )
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

@@ -1,4 +1,4 @@
-"""The official train/test split files of UCF101 and HMDB51.
+"""The official train/test split files of UCF101 and HMDB51, and seeded splits of other datasets.
 
 Both datasets are evaluated on three official splits, and results are the
 mean over them. This module reads a user's copy of the split files (they are
@@ -212,6 +212,81 @@ def hold_out_validation(
         count = min(int(round(len(videos) * fraction)), len(videos) - 1)  # keep one for training
         held.update(r.video for r in videos[len(videos) - count:])
     return [r for r in train_records if r.video not in held], [r for r in train_records if r.video in held]
+
+
+def stratified_split(
+    records: Sequence[VideoRecord],
+    class_names: Sequence[str],
+    *,
+    test_fraction: float,
+    val_fraction: float = 0.0,
+    seed: int = 0,
+) -> Tuple[List[VideoRecord], List[VideoRecord], List[VideoRecord]]:
+    """A seeded train / val / test split of a dataset without official split files.
+
+    Every class is divided in the same proportions (stratified, scikit-learn's
+    ``train_test_split``): about ``test_fraction`` of its videos go to the test
+    set, ``val_fraction`` to the validation set, the rest to training. The
+    same records, fractions and seed give the same split on any machine.
+
+    Videos cut from one recording (UCF101's groups, the ``_partNN`` pieces of
+    a long video) should not straddle two sets; this split does not know
+    which videos belong together, so prefer official or group-aware splits
+    where they exist.
+
+    Args:
+        records: the dataset's records (``all.txt``).
+        class_names: its class names (``classes.txt``); a record's label
+            indexes them.
+        test_fraction: in (0, 1).
+        val_fraction: in [0, 1), with ``test_fraction + val_fraction < 1``.
+        seed: the shuffling seed.
+
+    Returns:
+        ``(train, val, test)``, each in the order of ``records``.
+
+    Raises:
+        ValueError: for fractions out of range, a label outside
+            ``class_names`` (the video named), or a class with too few videos
+            to have one in each set (the class named, with its count).
+    """
+    from sklearn.model_selection import train_test_split
+
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"the test fraction must be in (0, 1), got {test_fraction!r}")
+    if not 0.0 <= val_fraction < 1.0 or test_fraction + val_fraction >= 1.0:
+        raise ValueError(
+            f"the validation fraction must be in [0, 1) and leave videos for training; got val {val_fraction!r} "
+            f"with test {test_fraction!r}"
+        )
+    counts: Dict[int, int] = {}
+    for record in records:
+        if not 0 <= record.label < len(class_names):
+            raise ValueError(
+                f"video {record.video!r}: label {record.label} is out of range for {len(class_names)} class names"
+            )
+        counts[record.label] = counts.get(record.label, 0) + 1
+    sets = 3 if val_fraction > 0 else 2
+    for label, count in sorted(counts.items()):
+        if count < sets:
+            raise ValueError(
+                f"class {class_names[label]!r} has {count} video(s): a stratified split into "
+                f"{'train, val and test' if sets == 3 else 'train and test'} needs at least {sets}"
+            )
+    indices = list(range(len(records)))
+    labels = [record.label for record in records]
+
+    def divide(pool, fraction):
+        pool_labels = [labels[i] for i in pool]
+        share = max(int(round(len(pool) * fraction)), len(counts))  # at least one video of each class
+        return train_test_split(pool, test_size=share, stratify=pool_labels, random_state=seed)
+
+    rest, test = divide(indices, test_fraction)
+    val: List[int] = []
+    if val_fraction > 0:
+        rest, val = divide(rest, val_fraction / (1.0 - test_fraction))
+    chosen = [set(part) for part in (rest, val, test)]
+    return tuple([records[i] for i in indices if i in part] for part in chosen)  # type: ignore[return-value]
 
 
 # ---------------------------------------------------------------------------

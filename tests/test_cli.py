@@ -3,6 +3,7 @@ the authors' streams in one command, validation choices, errors."""
 
 import json
 import os
+import re
 
 import keras
 import numpy as np
@@ -78,6 +79,38 @@ def test_train_refuses_values_that_make_no_sense(prepared_samples, tmp_path, cap
     assert status == 2
     assert message in capsys.readouterr().err
     assert out.read_bytes() == b"a trained model"
+
+
+def test_train_and_evaluate_check_the_lists_before_any_work(prepared_samples, trained_models, tmp_path, capsys):
+    """A label outside classes.txt, a frame count the folder does not hold, a name
+    that leaves the frames folder: exit 2 in seconds (before the model is built),
+    naming the list file and line; nothing written."""
+    import time
+
+    data = str(prepared_samples)
+    good = (prepared_samples / "train.txt").read_text().splitlines()
+    video, frames, label = good[1].split()
+    cases = {
+        "label": (f"{video} {frames} 7", r"line 2 \(video '.*'\): label 7 is not one of the 3 classes of classes.txt"),
+        "frames": (f"{video} {int(frames) + 40} {label}", rf"line 2 \(video '.*'\): the list says {int(frames) + 40} "
+                   rf"frames but .* holds {frames} RGB frames"),
+        "outside": (f"../{video} {frames} {label}", r"line 2: video '\.\./.*' is outside the frames folder"),
+    }
+    paths, _ = trained_models
+    for name, (line, message) in cases.items():
+        bad_list = tmp_path / f"{name}.txt"
+        bad_list.write_text("\n".join([good[0], line, *good[2:]]) + "\n")
+        out = tmp_path / f"{name}.keras"
+        start = time.monotonic()
+        assert main(["train", "--stage", "rgb", "--data", data, "--train-list", str(bad_list), "--out", str(out),
+                     "--epochs", "1", "--input-size", "64"]) == 2, name
+        assert time.monotonic() - start < 20, f"{name}: refused only after {time.monotonic() - start:.0f} s"
+        err = capsys.readouterr().err
+        assert re.search(re.escape(str(bad_list)) + ", " + message, err), (name, err)
+        assert not out.exists() and not os.path.exists(f"{out}.ckpt")
+        assert main(["evaluate", "--data", data, "--list", str(bad_list), "--rgb", paths["rgb"],
+                     "--out", str(tmp_path / "x.npz"), "--frames", "1", "--crops", "1", "--no-progress"]) == 2
+        assert re.search(message, capsys.readouterr().err), name
 
 
 def test_error_path_interrupt_and_bad_input(capsys):

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Iterable, List, Sequence
+from typing import Iterable, List, Optional, Sequence
 
 from keras_gated_tsn.atomic import atomic_write
 
@@ -29,15 +29,47 @@ class VideoRecord:
     """One line of a list file.
 
     Attributes:
-        video: folder name of the video's frames under ``frames/`` (no spaces).
+        video: folder of the video's frames, relative to ``frames/`` (no
+            spaces; it may name a sub-folder, never one outside ``frames/``).
         num_frames: number of RGB frames ``img_*.jpg``; the video has
             ``num_frames - 1`` flow pairs.
         label: 0-based class index.
+        line: the line of the list file it was read from (1-based), for
+            error messages; None for a record made in code. Not compared.
     """
 
     video: str
     num_frames: int
     label: int
+    line: Optional[int] = dataclasses.field(default=None, compare=False, repr=False)
+
+    def where(self, list_file: Optional[str] = None) -> str:
+        """``"train.txt, line 12 (video 'v_x')"``, or ``"video 'v_x'"`` without a file."""
+        if list_file and self.line is not None:
+            return f"{list_file}, line {self.line} (video {self.video!r})"
+        return f"video {self.video!r}" + (f" (list file {list_file!r})" if list_file else "")
+
+
+def leaves_folder(video: str) -> bool:
+    """Whether a list file's video name points outside the frames folder (absolute, or up through ``..``)."""
+    if os.path.isabs(video) or video.startswith(("/", "\\")) or (len(video) > 1 and video[1] == ":"):
+        return True
+    return os.path.normpath(video.replace("\\", "/")).split(os.sep)[0] == ".."
+
+
+def check_labels(records: Sequence[VideoRecord], num_classes: int, list_file: Optional[str] = None) -> None:
+    """Refuses a record whose label is not one of ``num_classes`` classes, before any work.
+
+    Raises:
+        ValueError: naming the list file and line (or the video), the label
+            and the class count of ``classes.txt``.
+    """
+    for record in records:
+        if not 0 <= record.label < num_classes:
+            raise ValueError(
+                f"{record.where(list_file)}: label {record.label} is not one of the {num_classes} classes "
+                f"of classes.txt (labels 0..{num_classes - 1})"
+            )
 
 
 def read_list_file(path: str | os.PathLike) -> List[VideoRecord]:
@@ -54,8 +86,9 @@ def read_list_file(path: str | os.PathLike) -> List[VideoRecord]:
     Raises:
         FileNotFoundError: if ``path`` does not exist.
         ValueError: naming the file and line, if a line does not have three
-            fields, or its frame count or label is not a non-negative integer
-            (frame count at least 1).
+            fields, its frame count or label is not a non-negative integer
+            (frame count at least 1), or its video name leaves the frames
+            folder (absolute, or ``..``).
     """
     records = []
     with open(path, "r", encoding="utf-8") as f:
@@ -82,7 +115,12 @@ def read_list_file(path: str | os.PathLike) -> List[VideoRecord]:
                     f"{path}, line {line_number}: expected num_frames >= 1 and label >= 0, "
                     f"got {text!r}"
                 )
-            records.append(VideoRecord(video, num_frames_int, label_int))
+            if leaves_folder(video):
+                raise ValueError(
+                    f"{path}, line {line_number}: video {video!r} is outside the frames folder; a list names "
+                    "frame folders relative to DATA/frames"
+                )
+            records.append(VideoRecord(video, num_frames_int, label_int, line_number))
     return records
 
 

@@ -33,7 +33,7 @@ import tensorflow as tf
 
 from keras_gated_tsn.data import sampling, transforms
 from keras_gated_tsn.data.layout import DEFAULT_LAYOUT, parse_template
-from keras_gated_tsn.data.lists import VideoRecord, read_list_file
+from keras_gated_tsn.data.lists import VideoRecord, leaves_folder, read_list_file
 
 RGB_TEMPLATE = DEFAULT_LAYOUT.rgb
 FLOW_X_TEMPLATE = DEFAULT_LAYOUT.flow_x
@@ -83,42 +83,96 @@ def _check_records(
     list_file: Optional[str],
     frames_root: str,
     modality: str,
-    templates: Sequence[str],
+    templates: Dict[str, str],
 ) -> None:
+    """Every record against its frame folder, before any work: the folder exists
+    inside ``frames_root`` and holds the last frame (and flow pair) the record
+    counts. One or three file checks per video; errors name the list file and
+    line."""
     where = f" (list file {list_file!r})" if list_file else ""
     if not records:
         raise ValueError(f"no videos to read{where}")
     if not os.path.isdir(frames_root):
         raise FileNotFoundError(f"frames_root {frames_root!r} is not a folder")
+    kinds = {"rgb": ("rgb",), "flow": ("flow_x", "flow_y"), "rgb+flow": ("rgb", "flow_x", "flow_y")}[modality]
     for record in records:
+        at = record.where(list_file)
         if not _is_int(record.label) or record.label < 0:
-            raise ValueError(
-                f"video {record.video!r}{where}: label must be an int >= 0, got {record.label!r}"
-            )
+            raise ValueError(f"{at}: label must be an int >= 0, got {record.label!r}")
         if not _is_int(record.num_frames) or record.num_frames < 1:
-            raise ValueError(
-                f"video {record.video!r}{where}: num_frames must be an int >= 1, "
-                f"got {record.num_frames!r}"
-            )
+            raise ValueError(f"{at}: num_frames must be an int >= 1, got {record.num_frames!r}")
         if modality != "rgb" and record.num_frames < 2:
             raise ValueError(
-                f"video {record.video!r}{where}: {record.num_frames} frame has no flow pair, "
-                f"modality {modality!r} needs num_frames >= 2"
+                f"{at}: {record.num_frames} frame has no flow pair, modality {modality!r} needs num_frames >= 2"
             )
-        if not os.path.isdir(os.path.join(frames_root, record.video)):
-            raise FileNotFoundError(
-                f"video {record.video!r}{where}: no folder "
-                f"{os.path.join(frames_root, record.video)!r}"
+        if leaves_folder(record.video):
+            raise ValueError(f"{at}: the video name leaves the frames folder {frames_root!r}")
+        folder = os.path.join(frames_root, record.video)
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"{at}: no frame folder {folder!r}")
+        for kind in kinds:
+            last = record.num_frames if kind == "rgb" else record.num_frames - 1
+            path = os.path.join(folder, templates[kind].format(last))
+            if os.path.isfile(path):
+                continue
+            if not os.path.isfile(os.path.join(folder, templates[kind].format(1))):
+                raise FileNotFoundError(
+                    f"{at}: {path!r} does not exist, nor does the first file (check the file-name template "
+                    f"{templates[kind]!r})"
+                )
+            held = _count_files(folder, templates[kind])
+            raise ValueError(
+                f"{at}: the list says {record.num_frames} frames but {folder!r} holds {held} "
+                f"{'RGB frames' if kind == 'rgb' else kind + ' files'} (no {os.path.basename(path)}); "
+                "re-run `gated-tsn prepare`, or correct the list"
             )
-    # One cheap look at the first video catches a wrong template before a long run.
-    first = os.path.join(frames_root, records[0].video)
-    for template in templates:
-        path = os.path.join(first, template.format(1))
-        if not os.path.isfile(path):
-            raise FileNotFoundError(
-                f"video {records[0].video!r}{where}: {path!r} does not exist "
-                f"(check the file-name template {template!r})"
-            )
+
+
+def check_frame_folders(
+    records_or_list_file: RecordsLike,
+    frames_root: Union[str, os.PathLike],
+    modality: str,
+    *,
+    rgb_template: str = RGB_TEMPLATE,
+    flow_x_template: str = FLOW_X_TEMPLATE,
+    flow_y_template: str = FLOW_Y_TEMPLATE,
+) -> List[VideoRecord]:
+    """Checks every video of a list against its frame folder, before any work.
+
+    What :func:`make_dataset` and :func:`make_test_dataset` check when they
+    are built, callable on its own so that a training or evaluation command
+    refuses a bad list in seconds instead of failing inside ``fit()``: each
+    video's folder exists under ``frames_root`` (names that leave it are
+    refused) and holds the last RGB frame (``rgb``) and flow pair (``flow``)
+    its ``num_frames`` implies. One to three file checks per video.
+
+    Args:
+        records_or_list_file: a list file, or records.
+        frames_root: ``DATA/frames``.
+        modality: ``"rgb"``, ``"flow"`` or ``"rgb+flow"``.
+        rgb_template, flow_x_template, flow_y_template: file-name templates.
+
+    Returns:
+        The records.
+
+    Raises:
+        ValueError, FileNotFoundError: naming the list file and line, the
+            video, and what is missing (with the count the folder holds).
+    """
+    records, list_file = _as_records(records_or_list_file)
+    templates = {"rgb": rgb_template, "flow_x": flow_x_template, "flow_y": flow_y_template}
+    if modality not in ("rgb", "flow", "rgb+flow"):
+        raise ValueError(f"modality must be 'rgb', 'flow' or 'rgb+flow', got {modality!r}")
+    _check_records(records, list_file, os.fspath(frames_root), modality, templates)
+    return records
+
+
+def _count_files(folder: str, template: str) -> int:
+    """How many consecutive files 1, 2, ... of ``template`` ``folder`` holds."""
+    count = 0
+    while os.path.isfile(os.path.join(folder, template.format(count + 1))):
+        count += 1
+    return count
 
 
 def _check_common(modality, input_size, new_length, num_parallel_calls):
@@ -151,14 +205,6 @@ class _Reader:
         }
         self.parsed = {k: parse_template(t) for k, t in self.templates.items()}
         self.decoders = {k: _decoder(t) for k, t in self.templates.items()}
-
-    def needed_templates(self) -> List[str]:
-        names = {
-            "rgb": ["rgb"],
-            "flow": ["flow_x", "flow_y"],
-            "rgb+flow": ["rgb", "flow_x", "flow_y"],
-        }
-        return [self.templates[k] for k in names[self.modality]]
 
     def _paths(self, video_dir, kind: str, indices) -> tf.Tensor:
         prefix, suffix, width, fill = self.parsed[kind]
@@ -209,7 +255,7 @@ def _sources(records_or_list_file, frames_root, modality, new_length, *templates
     frames_root = os.fspath(frames_root)
     records, list_file = _as_records(records_or_list_file)
     reader = _Reader(modality, new_length, *templates)
-    _check_records(records, list_file, frames_root, modality, reader.needed_templates())
+    _check_records(records, list_file, frames_root, modality, reader.templates)
     dirs = [os.path.join(frames_root, r.video) + os.sep for r in records]
     counts = [sampling.num_items(r.num_frames, modality) for r in records]
     return records, reader, dirs, counts

@@ -17,7 +17,7 @@ import keras
 import numpy as np
 
 from keras_gated_tsn.data import pipeline
-from keras_gated_tsn.data.lists import VideoRecord
+from keras_gated_tsn.data.lists import VideoRecord, check_labels, read_list_file
 from keras_gated_tsn.evaluation.scores import ScoreFile
 
 GATE_FIELDS = ("fused", "gating_classifier", "fusion_weights")
@@ -66,7 +66,11 @@ def evaluate(
     Raises:
         ValueError: if no model, or both a gated model and streams, are
             given, a model is not of the package's kind (GatedTSN, TSN of the
-            right modality), or the models disagree on input size or classes.
+            right modality), or the models disagree on input size or classes;
+            naming the list file and line, for a label outside
+            ``class_names``, or a video whose frame folder is missing or
+            holds fewer frames than its line says (FileNotFoundError for a
+            missing folder).
     """
     if gated_model is not None and (rgb_model is not None or flow_model is not None):
         raise ValueError("give either gated_model or rgb_model/flow_model, not both")
@@ -99,6 +103,10 @@ def evaluate(
             f"the model(s) score {sorted(classes)} classes but class_names has {len(class_names)}"
         )
 
+    if isinstance(records, (str, os.PathLike)):
+        check_labels(read_list_file(records), len(class_names), os.fspath(records))
+    else:
+        check_labels(records, len(class_names))
     dataset = pipeline.make_test_dataset(
         records, frames_root, modality, num_frames=num_frames, crops=crops,
         input_size=size, new_length=new_length, **dataset_options,

@@ -393,7 +393,7 @@ def run_stage(config: StageConfig, log: Callable[[str], None] = print) -> StageR
 
     from keras_gated_tsn.data import pipeline
     from keras_gated_tsn.data.layout import CLASSES_FILE, FRAMES_DIR, list_file
-    from keras_gated_tsn.data.lists import read_class_names, read_list_file
+    from keras_gated_tsn.data.lists import check_labels, read_class_names, read_list_file
     from keras_gated_tsn.precision import precision_scope
     from keras_gated_tsn.training import checkpoints, distribute
 
@@ -410,6 +410,12 @@ def run_stage(config: StageConfig, log: Callable[[str], None] = print) -> StageR
         val_list = None
     train_records = read_list_file(train_list)
     val_records = read_list_file(val_list) if val_list else []
+    # Every line against classes.txt and its frame folder, before any work (not a traceback in fit()).
+    modality = "rgb+flow" if config.stage in ("gate", "joint") else config.stage
+    for records, path in ((train_records, train_list), (val_records, val_list)):
+        if records:
+            check_labels(records, len(class_names), path)
+            pipeline.check_frame_folders(path, os.path.join(data_dir, FRAMES_DIR), modality)
 
     strategy = distribute.make_strategy(config.strategy)
     workers = distribute.workers_of(strategy)

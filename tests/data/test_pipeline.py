@@ -269,12 +269,41 @@ def test_missing_folder_names_the_video_and_list_file(layout, tmp_path):
     records = layout["records"] + [VideoRecord("v_Missing_g01_c01", 10, 1)]
     list_file = tmp_path / "val.txt"
     write_list_file(list_file, records)
-    with pytest.raises(FileNotFoundError, match=r"v_Missing_g01_c01.*val\.txt"):
+    with pytest.raises(FileNotFoundError, match=r"val\.txt, line 3 \(video .v_Missing_g01_c01.\): no frame folder"):
         pipeline.make_dataset(list_file, layout["frames"], "rgb")
     with pytest.raises(FileNotFoundError, match="v_Missing_g01_c01"):
         pipeline.make_test_dataset(records, layout["frames"], "flow")
     with pytest.raises(FileNotFoundError, match="frames_root"):
         pipeline.make_dataset(layout["records"], tmp_path / "nowhere", "rgb")
+
+
+def test_lists_are_checked_against_the_frame_folders(layout, tmp_path):
+    """A count larger than the folder holds, a folder missing its flow, a name that
+    leaves the frames folder: refused when the pipeline is built (and by
+    check_frame_folders on its own), naming the list file, line and what is there."""
+    frames = layout["frames"]
+    list_file = tmp_path / "train.txt"
+    list_file.write_text("full 6 3\nshort 9 0\n")  # short holds 3 frames and 2 flow pairs
+    with pytest.raises(ValueError, match=r"train\.txt, line 2 \(video 'short'\): the list says 9 frames but .* "
+                                         r"holds 3 RGB frames \(no img_00009\.jpg\)"):
+        pipeline.make_dataset(list_file, frames, "rgb")
+    with pytest.raises(ValueError, match=r"line 2 .* holds 2 flow_x files"):
+        pipeline.check_frame_folders(list_file, frames, "flow")
+    # 3 frames are 2 flow pairs: a list that counts frames right passes for flow too.
+    list_file.write_text("full 6 3\nshort 3 0\n")
+    assert len(pipeline.check_frame_folders(list_file, frames, "rgb+flow")) == 2
+    # A frame folder without flow (RGB-only extraction) is refused for flow, said so.
+    rgb_only = frames / "rgb_only"
+    rgb_only.mkdir()
+    shutil.copy(frames / "full" / "img_00001.jpg", rgb_only / "img_00001.jpg")
+    shutil.copy(frames / "full" / "img_00002.jpg", rgb_only / "img_00002.jpg")
+    list_file.write_text("rgb_only 2 0\n")
+    pipeline.check_frame_folders(list_file, frames, "rgb")
+    with pytest.raises(FileNotFoundError, match=r"line 1 .*flow_x_00001\.jpg.*nor does the first file"):
+        pipeline.check_frame_folders(list_file, frames, "flow")
+    # Records made in code (no line) are named by video; names that leave the folder are refused.
+    with pytest.raises(ValueError, match="video '../full': the video name leaves the frames folder"):
+        pipeline.check_frame_folders([VideoRecord("../full", 6, 0)], frames / "short", "rgb")
 
 
 def test_construction_errors(layout):

@@ -226,6 +226,25 @@ def test_evaluate_errors(prepared_samples, tmp_path, capsys):
     assert "none.keras" in capsys.readouterr().err
 
 
+def test_evaluate_names_a_damaged_or_wrong_model(prepared_samples, trained_models, tmp_path, capsys):
+    """A truncated .keras (Keras itself says "File not found"), a stream given as the
+    gated model, and swapped streams: exit 2 with what is wrong, before any scoring."""
+    data, (paths, _) = str(prepared_samples), trained_models
+    truncated = tmp_path / "gated.keras"
+    truncated.write_bytes(open(paths["joint"], "rb").read()[:100_000])
+    cases = [
+        (["--model", str(truncated)], "gated.keras is not a whole .keras file"),
+        (["--model", paths["rgb"]], "holds a TSN, expected a GatedTSN"),
+        (["--rgb", paths["flow"]], "rgb_model must be a TSN stream of modality 'rgb'"),
+    ]
+    for models, message in cases:
+        assert main(["evaluate", "--data", data, "--list", f"{data}/test.txt", *models,
+                     "--out", str(tmp_path / "x.npz"), "--no-progress"]) == 2, message
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err
+        assert not (tmp_path / "x.npz").exists()
+
+
 def test_split_writes_official_lists(shared_reference, tmp_path, capsys):
     """`split` on a hand-made all.txt against the real UCF101 split-1 files."""
     from keras_gated_tsn.data.lists import VideoRecord, read_list_file, write_list_file

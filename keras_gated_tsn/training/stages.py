@@ -255,12 +255,25 @@ def load_model(path: str, kind: Optional[type] = None) -> keras.Model:
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
-        ValueError: if the file holds another kind of model (the message
-            names the file and both kinds).
+        ValueError: if the file is not a whole ``.keras`` archive (truncated
+            or damaged: Keras would report "File not found"), or holds another
+            kind of model (the message names the file and both kinds).
     """
+    import zipfile
+
     import keras_gated_tsn  # noqa: F401  (registers the package's layers and models)
 
     _require_file(path, "model")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()  # reads every member: a CRC check
+    except (zipfile.BadZipFile, EOFError) as error:
+        raise ValueError(
+            f"{path} is not a whole .keras file ({error}): truncated or damaged, e.g. by a copy or a "
+            "training run that did not finish"
+        ) from None
+    if damaged is not None:
+        raise ValueError(f"{path} is damaged: its member {damaged!r} fails its checksum")
     model = keras.saving.load_model(path)
     if kind is not None and not isinstance(model, kind):
         raise ValueError(f"{path} holds a {type(model).__name__}, expected a {kind.__name__}")

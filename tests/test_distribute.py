@@ -33,3 +33,4 @@ def test_strategies_and_their_workers():
     expected = "CPU" if not tf.config.list_physical_devices("GPU") else ""
     assert expected in distribute.describe_devices(distribute.make_strategy("default"))
     assert distribute.chief_values(distribute.make_strategy("default"), [7, -3]) == [7, -3]
+    assert distribute.same_on_all_workers(distribute.make_strategy("default"), [7, -3])

@@ -151,3 +151,28 @@ def test_two_workers_train_the_gate_as_one_process(prepared_samples, trained_mod
     changed = _check(logs, workers, alone, config)
     assert changed, "the gate did not train"
     assert not any("_stream|" in name for name in changed), sorted(changed)  # the streams stay frozen
+
+
+def test_workers_agree_or_all_learn_that_they_do_not():
+    """The start-up collectives of a multi-worker run: worker 0's values reach every
+    worker, and a disagreement (a resume point only one worker sees) is known to
+    every worker, so all stop instead of one waiting for the others forever."""
+    driver = (
+        "import json, os, sys\n"
+        "from keras_gated_tsn.training import distribute\n"
+        "strategy = distribute.make_strategy('multi-worker')\n"
+        "index = json.loads(os.environ['TF_CONFIG'])['task']['index']\n"
+        "print('RESULT', json.dumps([distribute.chief_values(strategy, [10 + index, 7]),\n"
+        "      distribute.same_on_all_workers(strategy, [3, 4]),\n"
+        "      distribute.same_on_all_workers(strategy, [3, index])]))\n"
+    )
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+    processes = []
+    for index in range(2):
+        env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+        processes.append(subprocess.Popen([sys.executable, "-c", driver], stdout=subprocess.PIPE,
+                                          stderr=subprocess.STDOUT, text=True, env=env))
+    for index, process in enumerate(processes):
+        output = _finish(process, f"worker {index}")
+        result = json.loads(output.split("RESULT ", 1)[1].splitlines()[0])
+        assert result == [[10, 7], True, False], (index, result)

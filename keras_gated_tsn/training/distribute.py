@@ -135,6 +135,27 @@ def chief_values(strategy: tf.distribute.Strategy, values: Sequence[int]) -> Lis
     return [int(v) for v in result.numpy()]
 
 
+def same_on_all_workers(strategy: tf.distribute.Strategy, values: Sequence[int]) -> bool:
+    """Whether every worker called this with the same ``values`` (True with one worker).
+
+    A collective (every replica's values gathered on every replica), so
+    every worker gets the same answer and can stop together instead of one
+    stopping while the others wait for it. Every worker must call it at the
+    same point.
+    """
+    values = [int(v) for v in values]
+    if workers_of(strategy).count == 1:
+        return True
+    local = tf.constant([values], tf.float64)  # exact for |v| <= 2**53
+
+    @tf.function
+    def gather():
+        return strategy.run(lambda: tf.distribute.get_replica_context().all_gather(local, axis=0))
+
+    everyone = strategy.experimental_local_results(gather())[0].numpy()  # (replicas, len(values))
+    return bool((everyone == everyone[0]).all())
+
+
 def describe_devices(strategy: tf.distribute.Strategy) -> str:
     """``"2 workers x 1 CPU"`` / ``"1 x NVIDIA H100"``: where a run trains."""
     workers = workers_of(strategy)

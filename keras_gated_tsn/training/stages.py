@@ -527,14 +527,14 @@ def run_stage(config: StageConfig, log: Callable[[str], None] = print) -> StageR
     )
     resumed = None if (config.restart and not chief) else state.restore(model)  # the chief removed the state
     start_epoch, skip = (resumed.epoch, resumed.step) if resumed else (0, 0)
-    if workers.count > 1:
+    if not distribute.same_on_all_workers(strategy, [start_epoch, skip]):  # every worker stops, none waits
         chief_start = distribute.chief_values(strategy, [start_epoch, skip])
-        if chief_start != [start_epoch, skip]:
-            raise ValueError(
-                f"worker {workers.index} would start at epoch {start_epoch + 1}, batch {skip + 1} "
-                f"but worker 0 at epoch {chief_start[0] + 1}, batch {chief_start[1] + 1}: every worker "
-                f"needs the same training state in {folder} (give all the same --out on shared storage)"
-            )
+        raise ValueError(
+            f"the workers would start at different points (this one, worker {workers.index}: epoch "
+            f"{start_epoch + 1}, batch {skip + 1}; worker 0: epoch {chief_start[0] + 1}, batch "
+            f"{chief_start[1] + 1}): every worker needs the same training state in {folder} "
+            "(give all the same --out on shared storage)"
+        )
     if resumed and skip >= steps_per_epoch:  # saved on the last batch, before the epoch's end
         start_epoch, skip = start_epoch + 1, 0
     if chief:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from keras_gated_tsn.cli.common import int_at_least, positive_float, quality
+from keras_gated_tsn.cli.split import add_split_arguments, check_split_arguments, write_lists
 from keras_gated_tsn.data.flow import FLOW_METHODS
-from keras_gated_tsn.data.prepare import DEFAULT_BOUND, DEFAULT_SIZE
+from keras_gated_tsn.data.prepare import DEFAULT_BOUND, DEFAULT_SIZE, EXTRACT_MODALITIES
 
 NAME = "prepare"
 HELP = "extract RGB frames and optical flow from class folders of videos"
@@ -28,15 +30,32 @@ OUT receives:
                                            (clipped at +-BOUND px, 128 = still)
   OUT/classes.txt                          class names, line i = label i
   OUT/all.txt                              "<video> <num_frames> <label>" lines
+  OUT/prepare.json                         the settings of the extraction
+  OUT/failed.txt                           videos that failed, with the reason
 
-Each video is written to a hidden temporary folder and renamed when complete;
-re-running skips finished videos. Videos that cannot be decoded are reported
-and skipped; the exit status is then 1 (2 for a bad SRC or arguments)."""
+Each video is written to a hidden temporary folder and renamed when complete:
+a run killed at any moment (or stopped with Ctrl-C) goes on where it stopped
+when the same command runs again, skipping finished videos. A run into OUT
+with other settings (size, flow, bound, quality, modality) than OUT records is
+refused: one folder never mixes resolutions. Frames stream through, so long
+videos need no more memory than short ones. Video files beside the class
+folders and class folders without videos are reported. Videos that cannot be
+decoded are reported and skipped; the exit status is then 1 (2 for a bad SRC
+or arguments, 130 for Ctrl-C).
+
+With --splits (the official UCF101 / HMDB51 split files, which do not ship
+with the package) the class labels follow the split files' class list and
+the lists of every split are written after the extraction (DATA/splits/N/,
+and split --split as DATA/train.txt, val.txt, test.txt): the same as running
+`gated-tsn split` afterwards. With --test-fraction a dataset of your own gets
+a seeded stratified split instead."""
 
 EPILOG = """\
-example:
-  gated-tsn prepare UCF-101/ data/ucf101 --workers 8
-  gated-tsn prepare videos/ out/ --flow dis --size 340 256   # fast flow
+examples:
+  gated-tsn prepare UCF-101/ data/ucf101 --workers 8 --splits ucfTrainTestlist/ --val-from-test
+  gated-tsn prepare hmdb51/ data/hmdb51 --workers 8 --dataset hmdb51 --splits testTrainMulti_7030_splits/
+  gated-tsn prepare videos/ out/ --flow dis --test-fraction 0.2 --val-fraction 0.1   # fast flow, own split
+  gated-tsn prepare videos/ rgb_only/ --modality rgb                                   # frames only
 
 TV-L1 costs about 1 s per frame pair per CPU core at 340x256; DIS about 0.01 s."""
 
@@ -88,11 +107,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="JPEG quality 0-100 of frames and flow (default: %(default)s)",
     )
     parser.add_argument(
+        "--modality",
+        choices=EXTRACT_MODALITIES,
+        default="rgb+flow",
+        help="rgb+flow: frames and flow (both streams); rgb: frames only, for spatial-only work "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
         "--no-progress",
         dest="progress",
         action="store_false",
         help="do not show the progress bar",
     )
+    add_split_arguments(parser, title="lists (optional; `gated-tsn split` does the same afterwards)")
     return parser
 
 
@@ -101,23 +128,43 @@ def run(args: argparse.Namespace) -> int:
 
     Returns:
         The exit status: 0 if every video is extracted, 1 if some failed
-        (each listed on stderr with its reason); a bad source folder or
+        (each listed on stderr with its reason, all in ``OUT/failed.txt``),
+        130 on Ctrl-C (what is finished is kept); a bad source folder or
         argument raises (the CLI's error path: message, exit 2).
     """
-    from keras_gated_tsn.data.prepare import prepare_dataset
+    from keras_gated_tsn.data.prepare import PrepareInterrupted, prepare_dataset
+    from keras_gated_tsn.data.splits import available_splits, load_split
 
-    report = prepare_dataset(
-        args.src,
-        args.out,
-        flow=args.flow,
-        workers=args.workers,
-        size=tuple(args.size),
-        bound=args.bound,
-        jpeg_quality=args.jpeg_quality,
-        progress=args.progress,
-    )
+    check_split_arguments(args)
+    class_names = None
+    if args.splits is not None:  # labels follow the official class list; bad split files fail before any work
+        dataset, numbers = available_splits(args.splits, args.dataset)
+        if args.split not in numbers:
+            raise FileNotFoundError(f"{args.splits} has no {dataset} split {args.split} (it has splits "
+                                    f"{', '.join(map(str, numbers))})")
+        class_names = load_split(args.splits, numbers[0], dataset).class_names
+    try:
+        report = prepare_dataset(
+            args.src,
+            args.out,
+            flow=args.flow,
+            workers=args.workers,
+            size=tuple(args.size),
+            bound=args.bound,
+            jpeg_quality=args.jpeg_quality,
+            progress=args.progress,
+            modality=args.modality,
+            class_names=class_names,
+        )
+    except PrepareInterrupted as interrupted:
+        print(f"gated-tsn prepare: {interrupted}", file=sys.stderr)
+        return 130
     lines = report.summary().splitlines()
     print(lines[0])
     for line in lines[1:]:
         print(line, file=sys.stderr)
+    if args.splits is not None or args.test_fraction is not None:
+        failed = {os.path.splitext(os.path.basename(path))[0]: reason for path, reason in report.failed}
+        for line in write_lists(args, args.out, failed=failed):
+            print(line)
     return 0 if report.ok else 1

@@ -4,6 +4,9 @@
 
     DATA/classes.txt                 one class name per line (line i = label i)
     DATA/all.txt, train.txt, ...     list files: ``<video> <num_frames> <label>``
+    DATA/splits/<N>/train.txt ...    the lists of official split N (``prepare --splits``)
+    DATA/prepare.json                the extraction settings (size, flow, bound, ...)
+    DATA/failed.txt                  videos that could not be extracted, with the reason
     DATA/frames/<video>/img_00001.jpg ...     RGB frames, 1-based, 5 digits
     DATA/frames/<video>/flow_x_00001.jpg ...  flow between frames i and i+1,
     DATA/frames/<video>/flow_y_00001.jpg ...  one fewer pair than frames
@@ -25,6 +28,14 @@ from typing import Tuple
 FRAMES_DIR = "frames"
 CLASSES_FILE = "classes.txt"
 ALL_LIST = "all.txt"
+#: The extraction settings ``gated-tsn prepare`` records (JSON).
+SETTINGS_FILE = "prepare.json"
+#: The videos of the last ``prepare`` run that could not be extracted: ``<path>\t<reason>``.
+FAILED_LIST = "failed.txt"
+#: Per-split lists of an official split: ``DATA/splits/<N>/train.txt`` ...
+SPLITS_DIR = "splits"
+#: Beside a split's lists: its videos that are not in them, ``<video>\t<train|test>\t<reason>``.
+SPLIT_MISSING = "split_missing.txt"
 #: The lists ``gated-tsn split`` writes and ``train`` / the runner read by default.
 SPLIT_LISTS = ("train", "val", "test")
 

@@ -39,6 +39,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from keras_gated_tsn.data.lists import VideoRecord
 
 DATASETS = ("ucf101", "hmdb51")
+#: Why a split video has no record: it is not in the prepared dataset at all.
+NOT_PREPARED = "not prepared (no such video in the dataset folder)"
 
 _HMDB_SPLIT_RE = re.compile(r"^(?P<cls>.+)_test_split(?P<split>\d+)\.txt$")
 _UCF_STEM_RE = re.compile(r"^v_(?P<cls>.+)_g\d+_c\d+$", re.IGNORECASE)
@@ -287,6 +289,202 @@ def stratified_split(
         rest, val = divide(rest, val_fraction / (1.0 - test_fraction))
     chosen = [set(part) for part in (rest, val, test)]
     return tuple([records[i] for i in indices if i in part] for part in chosen)  # type: ignore[return-value]
+
+
+def available_splits(split_dir: str | os.PathLike, dataset: Optional[str] = None) -> Tuple[str, List[int]]:
+    """The dataset and split numbers whose files a split folder holds.
+
+    Args:
+        split_dir: the folder of official split files.
+        dataset: ``"ucf101"``, ``"hmdb51"`` or ``None`` to detect it.
+
+    Returns:
+        ``(dataset, numbers)``, e.g. ``("ucf101", [1, 2, 3])``: UCF101 splits
+        with a ``trainlistNN.txt``, HMDB51 splits with at least one
+        ``<class>_test_splitN.txt``.
+
+    Raises:
+        FileNotFoundError: if the folder is missing or holds no split file.
+        ValueError: for an unknown ``dataset``, or both datasets' files and
+            ``dataset`` None.
+    """
+    folder = pathlib.Path(split_dir)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"split folder {folder} does not exist")
+    if dataset is None:
+        dataset = _detect_dataset(folder)
+    elif not isinstance(dataset, str) or dataset.lower() not in DATASETS:
+        raise ValueError(f"dataset must be one of {DATASETS} or None, got {dataset!r}")
+    dataset = dataset.lower()
+    numbers = set()
+    for path in folder.iterdir():
+        if dataset == "ucf101":
+            match = re.fullmatch(r"trainlist(\d+)\.txt", path.name)
+            if match:
+                numbers.add(int(match.group(1)))
+        else:
+            match = _HMDB_SPLIT_RE.match(path.name)
+            if match:
+                numbers.add(int(match.group("split")))
+    numbers.discard(0)
+    if not numbers:
+        expected = "trainlist01.txt" if dataset == "ucf101" else "<class>_test_split1.txt"
+        raise FileNotFoundError(f"{folder} holds no {dataset} split file ({expected} ...)")
+    return dataset, sorted(numbers)
+
+
+@dataclasses.dataclass
+class SplitLists:
+    """The list records of one split of a prepared dataset.
+
+    Attributes:
+        dataset, split: which split (``"ucf101"``, 1 ...); split 0 for a
+            seeded split of a dataset without official files.
+        train, val, test: the records of each set (labels are the prepared
+            dataset's).
+        missing: ``(video, subset, reason)`` for each video the split names
+            that no record matches, in split-file order; ``reason`` is the
+            extraction failure when the video failed, else :data:`NOT_PREPARED`.
+        val_source: what ``val`` holds, in words (empty without a val set).
+    """
+
+    dataset: str
+    split: int
+    train: List[VideoRecord]
+    val: List[VideoRecord]
+    test: List[VideoRecord]
+    missing: List[Tuple[str, str, str]] = dataclasses.field(default_factory=list)
+    val_source: str = ""
+
+    def describe(self) -> str:
+        """One line: the set sizes, what val holds, and the missing videos (first five named)."""
+        name = f"{self.dataset} split {self.split}" if self.split else f"seeded split of {self.dataset}"
+        text = (
+            f"{name}: train {len(self.train)}, val {len(self.val)}, test {len(self.test)} videos"
+            + (f"; val.txt is {self.val_source}" if self.val else "; no val.txt")
+        )
+        if self.split:
+            failed = sum(1 for _, _, reason in self.missing if reason != NOT_PREPARED)
+            text += f"; {len(self.missing)} videos of the split were not prepared"
+            if failed:
+                text += f" ({failed} of them failed to extract)"
+            if self.missing:
+                names = ", ".join(video for video, _, _ in self.missing[:5])
+                text += f" ({names}{', ...' if len(self.missing) > 5 else ''})"
+        return text
+
+
+def official_split_lists(
+    records: Sequence[VideoRecord],
+    class_names: Sequence[str],
+    split: Split,
+    *,
+    val_from_test: bool = False,
+    val_fraction: float = 0.0,
+    failed: Optional[Dict[str, str]] = None,
+) -> SplitLists:
+    """Train / val / test records of one official split (:func:`split_records`),
+    with a validation set and the split's missing videos named with the reason.
+
+    Args:
+        records, class_names: the prepared dataset (``all.txt``, ``classes.txt``).
+        split: from :func:`load_split`.
+        val_from_test: val = the test list (the authors' protocol: their
+            solver validated on the test videos).
+        val_fraction: else, in [0, 1): this share of each class's training
+            videos moves to val (:func:`hold_out_validation`); 0 for no val.
+        failed: video id -> reason of the videos whose extraction failed
+            (``failed.txt``), matched ignoring case.
+
+    Returns:
+        A :class:`SplitLists`.
+
+    Raises:
+        ValueError: as :func:`split_records`, or both validation options given.
+    """
+    if val_from_test and val_fraction:
+        raise ValueError("give either val_from_test or val_fraction, not both")
+    train, test, missing = split_records(records, split, class_names)
+    subset = {stem.casefold(): "train" for stem, _ in split.train}
+    subset.update({stem.casefold(): "test" for stem, _ in split.test})
+    failures = {video.casefold(): reason for video, reason in (failed or {}).items()}
+    named = [
+        (stem, subset[stem.casefold()], f"extraction failed: {failures[stem.casefold()]}"
+         if stem.casefold() in failures else NOT_PREPARED)
+        for stem in missing
+    ]
+    val: List[VideoRecord] = []
+    source = ""
+    if val_from_test:
+        val, source = list(test), "the test list (as the authors)"
+    elif val_fraction > 0:
+        train, val = hold_out_validation(train, val_fraction)
+        source = f"{val_fraction:g} of each class's training videos"
+    return SplitLists(split.dataset, split.split, train, val, test, named, source)
+
+
+def seeded_split_lists(
+    records: Sequence[VideoRecord],
+    class_names: Sequence[str],
+    *,
+    test_fraction: float,
+    val_fraction: float = 0.0,
+    seed: int = 0,
+    dataset: str = "the dataset",
+) -> SplitLists:
+    """:func:`stratified_split` as a :class:`SplitLists` (split number 0).
+
+    Raises:
+        ValueError: as :func:`stratified_split`.
+    """
+    train, val, test = stratified_split(
+        records, class_names, test_fraction=test_fraction, val_fraction=val_fraction, seed=seed
+    )
+    source = f"{val_fraction:g} of each class's videos (seed {seed})" if val else ""
+    return SplitLists(dataset, 0, train, val, test, [], source)
+
+
+def write_split_lists(folder: str | os.PathLike, lists: SplitLists) -> None:
+    """Writes ``train.txt``, ``val.txt``, ``test.txt`` and ``split_missing.txt``
+    into ``folder`` (created), each atomically; a ``val.txt`` or
+    ``split_missing.txt`` of an earlier run that this split has none of is
+    removed (training would silently use a stale ``val.txt``).
+
+    ``split_missing.txt`` has one line per missing video:
+    ``<video>\t<train|test>\t<reason>``.
+    """
+    from keras_gated_tsn.atomic import atomic_write
+    from keras_gated_tsn.data.layout import SPLIT_MISSING, list_file
+    from keras_gated_tsn.data.lists import write_list_file
+
+    folder = os.fspath(folder)
+    os.makedirs(folder, exist_ok=True)
+    for name, part in (("train", lists.train), ("val", lists.val), ("test", lists.test)):
+        path = os.path.join(folder, list_file(name))
+        if part or name != "val":
+            write_list_file(path, part)
+        elif os.path.isfile(path):
+            os.remove(path)
+    missing_path = os.path.join(folder, SPLIT_MISSING)
+    if lists.missing:
+        atomic_write(missing_path, lambda handle: handle.write(
+            "".join(f"{video}\t{subset}\t{reason}\n" for video, subset, reason in lists.missing)))
+    elif os.path.isfile(missing_path):
+        os.remove(missing_path)
+
+
+def read_failed_videos(path: str | os.PathLike) -> Dict[str, str]:
+    """``failed.txt`` of ``gated-tsn prepare`` as video id -> reason (empty if
+    the file does not exist)."""
+    failed: Dict[str, str] = {}
+    if not os.path.isfile(path):
+        return failed
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            video_path, _, reason = line.rstrip("\n").partition("\t")
+            if video_path:
+                failed[_stem(video_path)] = reason
+    return failed
 
 
 # ---------------------------------------------------------------------------

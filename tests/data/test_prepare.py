@@ -195,7 +195,7 @@ def test_a_crashing_worker_only_fails_its_video(tmp_path, sample_clips_dir):
     frames_dir.mkdir()
     results = {}
     prepare._run_parallel(
-        sources, str(frames_dir), ("dis", SMALL, 20.0, 90), 2,
+        sources, str(frames_dir), prepare.ExtractionSettings(flow="dis", size=SMALL, jpeg_quality=90), 2,
         lambda source, status, value: results.setdefault(source.video, (status, value)),
         task=_crashing_task,
     )
@@ -299,3 +299,256 @@ def test_no_half_written_output_on_error(tmp_path, sample_clips_dir, monkeypatch
             (str(src / "wave" / "TrumanShow_wave_f_nm_np1_fr_med_26.avi"), "RuntimeError: boom")
         ]
     assert os.listdir(out / "frames") == []
+
+
+# ----------------------------------------------------------------------------- at scale
+
+_CLI = "import sys; from keras_gated_tsn.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+def _cli_process(*argv):
+    return subprocess.Popen([sys.executable, "-c", _CLI, *map(str, argv)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_mid_extraction(process, frames_dir, timeout=120.0):
+    """Polls until a video is finished and another one is half written; returns the finished ones."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        if frames_dir.is_dir():
+            names = os.listdir(frames_dir)
+            finished = [n for n in names if not n.startswith(".")]
+            partial = [n for n in names if n.startswith(".") and ".tmp-" in n]
+            if finished and any(len(os.listdir(frames_dir / n)) >= 3 for n in partial if (frames_dir / n).is_dir()):
+                return finished
+        time.sleep(0.002)
+    process.kill()
+    raise AssertionError(f"never caught the run between two videos: {process.communicate()}")
+
+
+def _tree(folder):
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def test_a_killed_run_resumes_to_the_same_result(tmp_path, sample_clips_dir, prepared):
+    """SIGKILL in the middle of a video, then the same command: the finished
+    videos are kept as they were, the half-written one is removed and redone,
+    and the result is byte for byte the uninterrupted run's."""
+    import signal
+
+    _, reference, _ = prepared
+    src = _make_src(tmp_path / "src", sample_clips_dir)
+    out = tmp_path / "out"
+    argv = ["prepare", src, out, "--flow", "dis", "--size", *SMALL, "--no-progress"]
+    process = _cli_process(*argv)
+    finished = _wait_for_mid_extraction(process, out / "frames")
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    stamps = {name: os.path.getmtime(out / "frames" / name / "img_00001.jpg") for name in finished}
+    assert not (out / "all.txt").exists()  # the lists come at the end: nothing claims the unfinished videos
+
+    assert gated_tsn([str(a) for a in argv]) == 0
+    assert sorted(os.listdir(out / "frames")) == sorted(CLIPS)  # the temporary folder is gone
+    assert {name: os.path.getmtime(out / "frames" / name / "img_00001.jpg") for name in finished} == stamps
+    assert lists.read_list_file(out / "all.txt") == lists.read_list_file(reference / "all.txt")
+    assert _tree(out / "frames") == _tree(reference / "frames")
+
+
+def test_ctrl_c_stops_cleanly_and_the_rerun_finishes(tmp_path, sample_clips_dir, prepared):
+    import signal
+
+    _, reference, _ = prepared
+    src = _make_src(tmp_path / "src", sample_clips_dir)
+    out = tmp_path / "out"
+    argv = ["prepare", src, out, "--flow", "dis", "--size", *SMALL, "--workers", "2", "--no-progress"]
+    process = _cli_process(*argv)
+    _wait_for_mid_extraction(process, out / "frames")
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert "interrupted" in err and "run the same command again" in err
+    assert not [n for n in os.listdir(out / "frames") if n.startswith(".")]  # nothing half-written
+    assert gated_tsn([str(a) for a in argv]) == 0
+    assert lists.read_list_file(out / "all.txt") == lists.read_list_file(reference / "all.txt")
+
+
+def test_settings_are_recorded_and_a_rerun_with_others_is_refused(prepared, tmp_path, sample_clips_dir, capsys):
+    import json
+
+    src, out, _ = prepared
+    recorded = json.loads((out / "prepare.json").read_text())
+    assert recorded["size"] == list(SMALL) and recorded["flow"] == "dis" and recorded["bound"] == 20.0
+    assert recorded["modality"] == "rgb+flow" and recorded["layout"]["flow_x"] == "flow_x_{:05d}.jpg"
+    listing = _tree(out)
+    for extra, message in [
+        (["--flow", "dis", "--size", "32", "24"], "size 64x48 vs 32x24"),
+        (["--flow", "tvl1", "--size", *map(str, SMALL)], "flow dis vs tvl1"),
+        (["--flow", "dis", "--size", *map(str, SMALL), "--bound", "15"], "bound 20 vs 15"),
+        (["--flow", "dis", "--size", *map(str, SMALL), "--modality", "rgb"], "modality rgb+flow vs rgb"),
+    ]:
+        assert gated_tsn(["prepare", str(src), str(out), "--no-progress", *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "another folder" in err, err
+    assert _tree(out) == listing  # nothing written, nothing skipped
+
+    # A folder written before settings were recorded is judged by its frames.
+    legacy = tmp_path / "legacy"
+    shutil.copytree(out, legacy)
+    (legacy / "prepare.json").unlink()
+    assert gated_tsn(["prepare", str(src), str(legacy), "--no-progress", "--flow", "dis", "--size", "32", "24"]) == 2
+    assert "has modality rgb+flow, size 64x48; this run asks for modality rgb+flow, size 32x24" in capsys.readouterr().err
+    assert gated_tsn(["prepare", str(src), str(legacy), "--no-progress", "--flow", "dis",
+                      "--size", *map(str, SMALL)]) == 0
+    assert json.loads((legacy / "prepare.json").read_text())["size"] == list(SMALL)
+    (legacy / "prepare.json").write_text("{not json")
+    assert gated_tsn(["prepare", str(src), str(legacy), "--no-progress", "--flow", "dis",
+                      "--size", *map(str, SMALL)]) == 2
+    assert "prepare.json does not hold readable extraction settings" in capsys.readouterr().err
+
+
+def test_loose_videos_and_empty_class_folders_are_reported(tmp_path, sample_clips_dir, capsys):
+    src = _make_src(tmp_path / "src", sample_clips_dir, ["TrumanShow_wave_f_nm_np1_fr_med_26"])
+    shutil.copy(src / "wave" / "TrumanShow_wave_f_nm_np1_fr_med_26.avi", src / "stray_clip.avi")
+    (src / "jump").mkdir()
+    (src / "jump" / "readme.txt").write_text("the videos are elsewhere")
+    assert gated_tsn(["prepare", str(src), str(tmp_path / "out"), "--flow", "dis", "--size", *map(str, SMALL),
+                      "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert f"1 video file(s) outside any class folder, not extracted: {src / 'stray_clip.avi'}" in err
+    assert "1 class folder(s) without any video: jump" in err
+    # The empty class keeps its label (a model's classes do not shift with what was extracted).
+    assert lists.read_class_names(tmp_path / "out" / "classes.txt") == ["jump", "wave"]
+    assert lists.read_list_file(tmp_path / "out" / "all.txt") == [
+        lists.VideoRecord("TrumanShow_wave_f_nm_np1_fr_med_26", 48, 1)]
+
+
+def test_rgb_only_extraction(tmp_path, sample_clips_dir, prepared):
+    from keras_gated_tsn.data import pipeline
+
+    _, reference, serial = prepared
+    src = _make_src(tmp_path / "src", sample_clips_dir)
+    out = tmp_path / "out"
+    report = prepare.prepare_dataset(src, out, size=SMALL, modality="rgb", progress=False)
+    assert report.records == serial.records
+    folder = out / "frames" / "v_SoccerJuggling_g23_c01"
+    assert _names(folder, "flow") == [] and len(_names(folder, "img_")) == 240
+    assert (folder / "img_00240.jpg").read_bytes() == (
+        reference / "frames" / "v_SoccerJuggling_g23_c01" / "img_00240.jpg").read_bytes()
+    pipeline.check_frame_folders(out / "all.txt", out / "frames", "rgb")
+    with pytest.raises(FileNotFoundError, match="flow_x_"):
+        pipeline.check_frame_folders(out / "all.txt", out / "frames", "flow")
+    assert prepare.prepare_dataset(src, out, size=SMALL, modality="rgb", progress=False).skipped == serial.done
+
+
+def test_memory_does_not_grow_with_the_video(tmp_path, sample_clips_dir):
+    """A 480-frame video (110 MB of decoded frames) is extracted holding a few
+    frames at a time: frames stream from the decoder to the files."""
+    import itertools
+    import tracemalloc
+
+    clip = sample_clips_dir / CLIPS["v_SoccerJuggling_g23_c01"][1]
+    long_video = tmp_path / "long.avi"
+    assert video.write_video(long_video, itertools.chain(video.iter_frames(clip), video.iter_frames(clip)),
+                             fps=30) == 480
+    tracemalloc.start()
+    try:
+        count = prepare.extract_video(long_video, tmp_path / "frames", flow="dis", size=(320, 240))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert count == 480
+    frame_bytes = 320 * 240 * 3
+    assert peak < 20 * frame_bytes, f"peak {peak / 1e6:.1f} MB while extracting"
+
+
+def test_progress_shows_videos_per_second(tmp_path, sample_clips_dir, capsys):
+    src = _make_src(tmp_path / "src", sample_clips_dir, ["TrumanShow_wave_f_nm_np1_fr_med_26",
+                                                        "RATRACE_wave_f_nm_np1_fr_goo_37"])
+    prepare.prepare_dataset(src, tmp_path / "out", flow="dis", size=SMALL, progress=True)
+    printed = capsys.readouterr().out
+    assert "2/2" in printed and "videos/s:" in printed and "failed: 0" in printed
+
+
+# ----------------------------------------------------------------------------- official splits
+
+
+def _missing(path):
+    return [line.split("\t") for line in path.read_text().splitlines()]
+
+
+def test_prepare_ucf101_with_its_official_splits(tmp_path, sample_clips_dir, shared_reference, capsys):
+    """The two UCF101 clips under the official class list: labels from
+    classInd.txt, the lists of all three splits, every other video of a split
+    named as not prepared (split 1: 9,537 train and 3,783 test videos)."""
+    src = _make_src(tmp_path / "src", sample_clips_dir, ["v_SoccerJuggling_g23_c01"])
+    shutil.copy(sample_clips_dir / "v_SoccerJuggling_g24_c01.avi", src / "SoccerJuggling")
+    out = tmp_path / "out"
+    splits = shared_reference / "ucf101_splits"
+    assert gated_tsn(["prepare", str(src), str(out), "--flow", "dis", "--size", *map(str, SMALL), "--no-progress",
+                      "--dataset", "ucf101", "--splits", str(splits), "--val-from-test"]) == 0
+    printed = capsys.readouterr().out
+    classes = lists.read_class_names(out / "classes.txt")
+    assert len(classes) == 101 and classes[83] == "SoccerJuggling" and classes[0] == "ApplyEyeMakeup"
+    expected = [lists.VideoRecord("v_SoccerJuggling_g23_c01", 240, 83), lists.VideoRecord("v_SoccerJuggling_g24_c01", 251, 83)]
+    assert lists.read_list_file(out / "all.txt") == expected
+    for number in (1, 2, 3):  # groups 23 and 24 are training videos in every split
+        folder = out / "splits" / str(number)
+        assert lists.read_list_file(folder / "train.txt") == expected
+        assert lists.read_list_file(folder / "test.txt") == [] and not (folder / "val.txt").exists()
+        missing = _missing(folder / "split_missing.txt")
+        assert len(missing) == {1: 9537 + 3783, 2: 9586 + 3734, 3: 9624 + 3696}[number] - 2
+        assert all(reason == "not prepared (no such video in the dataset folder)" for _, _, reason in missing)
+        assert f"ucf101 split {number}: train 2, val 0, test 0 videos" in printed
+    missing = _missing(out / "splits" / "1" / "split_missing.txt")
+    assert sum(subset == "train" for _, subset, _ in missing) == 9537 - 2
+    assert sum(subset == "test" for _, subset, _ in missing) == 3783
+    assert ["v_HandStandPushups_g01_c01", "test"] in [m[:2] for m in missing]  # spelled as the split file has it
+    assert lists.read_list_file(out / "train.txt") == expected  # split 1, what `train` reads by default
+
+    # A class folder that is not a UCF101 class is refused before any work.
+    (src / "NotAClass").mkdir()
+    assert gated_tsn(["prepare", str(src), str(tmp_path / "o2"), "--no-progress", "--splits", str(splits)]) == 2
+    assert "NotAClass" in capsys.readouterr().err and not (tmp_path / "o2").exists()
+    # --dataset needs the split files.
+    assert gated_tsn(["prepare", str(src), str(tmp_path / "o3"), "--dataset", "hmdb51"]) == 2
+    assert "needs --splits" in capsys.readouterr().err
+
+
+def test_prepare_hmdb51_with_its_official_splits(tmp_path, sample_clips_dir, shared_reference, capsys):
+    """HMDB51's 1/2/0 codes per split on the four HMDB51 clips, and a failed
+    video of the split reported with its reason."""
+    src = _make_src(tmp_path / "src", sample_clips_dir, ["TrumanShow_wave_f_nm_np1_fr_med_26",
+                                                        "RATRACE_wave_f_nm_np1_fr_goo_37"])
+    shutil.copy(sample_clips_dir / "SchoolRulesHowTheyHelpUs_wave_f_nm_np1_ba_med_0.avi", src / "wave")
+    (src / "cartwheel").mkdir()
+    shutil.copy(sample_clips_dir / "hmdb51_Turnk_r_Pippi_Michel_cartwheel_f_cm_np2_le_med_6.avi",
+                src / "cartwheel" / "Turnk_r_Pippi_Michel_cartwheel_f_cm_np2_le_med_6.avi")  # its official name
+    broken = src / "wave" / "20060723sfjffbartsinger_wave_f_cm_np1_ba_med_0.avi"
+    broken.write_bytes(b"RIFF" + bytes(3000))
+    out = tmp_path / "out"
+    status = gated_tsn(["prepare", str(src), str(out), "--flow", "dis", "--size", *map(str, SMALL),
+                        "--no-progress", "--splits", str(shared_reference / "hmdb51_splits"), "--split", "2"])
+    assert status == 1  # one video failed; the lists are still written
+    captured = capsys.readouterr()
+    assert str(broken) in captured.err
+    classes = lists.read_class_names(out / "classes.txt")
+    assert len(classes) == 51 and classes.index("cartwheel") == 1 and classes.index("wave") == 50
+
+    def videos(number, name):
+        return sorted(r.video for r in lists.read_list_file(out / "splits" / str(number) / f"{name}.txt"))
+
+    truman, ratrace, school = ("TrumanShow_wave_f_nm_np1_fr_med_26", "RATRACE_wave_f_nm_np1_fr_goo_37",
+                               "SchoolRulesHowTheyHelpUs_wave_f_nm_np1_ba_med_0")
+    cartwheel = "Turnk_r_Pippi_Michel_cartwheel_f_cm_np2_le_med_6"
+    assert (videos(1, "train"), videos(1, "test")) == ([ratrace, cartwheel], [truman])  # School...: 0, unused
+    assert (videos(2, "train"), videos(2, "test")) == ([truman, cartwheel], [ratrace])
+    assert (videos(3, "train"), videos(3, "test")) == ([ratrace, school, truman], [cartwheel])
+    assert videos(2, "train") == sorted(r.video for r in lists.read_list_file(out / "train.txt"))  # --split 2
+    missing = _missing(out / "splits" / "1" / "split_missing.txt")
+    assert len(missing) == 3570 + 1530 - 3
+    failed = [m for m in missing if m[0] == broken.stem]
+    assert len(failed) == 1 and failed[0][2].startswith("extraction failed: ")
+    assert "(1 of them failed to extract)" in captured.out

@@ -293,6 +293,19 @@ def test_run_fuse_end_to_end(tmp_path, capsys):
     assert [r["method"] for r in rows][-2:] == ["gated", "gating_classifier"]
 
 
+def test_run_fuse_warns_when_validation_videos_are_test_videos(tmp_path, capsys):
+    save_scores(tmp_path / "test.npz", tiny_scores())
+    save_scores(tmp_path / "val.npz", tiny_scores())  # the same videos: the authors' protocol
+    assert gated_tsn(["fuse", str(tmp_path / "test.npz"), "--val-scores", str(tmp_path / "val.npz")]) == 0
+    captured = capsys.readouterr()
+    count = len(tiny_scores().video_ids)
+    assert f"warning: {count} of the {count} validation videos are test videos" in captured.err
+    assert "tuned on the test list" in captured.err and "test list" in captured.out
+    save_scores(tmp_path / "val.npz", tiny_scores(gate=False, video_ids="DEF"))
+    assert gated_tsn(["fuse", str(tmp_path / "test.npz"), "--val-scores", str(tmp_path / "val.npz")]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
 def test_run_fuse_default_prefix(tmp_path, capsys):
     save_scores(tmp_path / "ucf_test.npz", tiny_scores(gate=False))
     assert gated_tsn(["fuse", str(tmp_path / "ucf_test.npz")]) == 0

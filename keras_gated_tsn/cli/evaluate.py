@@ -14,10 +14,20 @@ DESCRIPTION = """\
 The test protocol of the paper (Sec. IV-A): per video, FRAMES snippets uniformly
 spaced, CROPS crops each (4 corners + centre and their flips), an RGB frame and
 the flow stack starting at the same point. All views of a video go through the
-network in one batch. Writes a score file (.npz) with per-view pre-softmax
-scores of each stream and, for a gated model, the fused scores, the gating
-classifier's scores and the fusion weights; `gated-tsn fuse` turns it into the
-accuracy table. Input size and flow length come from the models themselves."""
+network in one batch (the views of --videos-per-batch videos together). Writes
+a score file (.npz) with per-view pre-softmax scores of each stream and, for a
+gated model, the fused scores, the gating classifier's scores and the fusion
+weights; `gated-tsn fuse` turns it into the fusion table. Input size and flow
+length come from the models themselves.
+
+It prints top-1, top-5 and mean class accuracy of every score array (views
+averaged) and writes them, with per-class accuracy and the confusion matrix,
+to OUT_metrics.json (OUT without .npz).
+
+Long lists: scores are written every --flush-every videos to OUT.partial/;
+a killed or interrupted run started again with the same command scores only
+the videos after them. A partial run of other settings (list, models, frames,
+crops, precision) is refused; --restart discards it."""
 EPILOG = """\
 examples:
   gated-tsn evaluate --data ucf101/ --list ucf101/test.txt --model models/gated.keras --out scores/test.npz
@@ -43,16 +53,32 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "mixed_float16 on a GPU); the scores are float32 either way",
     )
     parser.add_argument("--jit-compile", action="store_true", help="compile the scoring step with XLA")
+    parser.add_argument("--videos-per-batch", type=int_at_least(1), default=1, metavar="B",
+                        help="videos whose views share one forward pass (default 1: 250 views; "
+                        "raise it to keep a GPU busy)")
+    parser.add_argument("--flush-every", type=int_at_least(1), default=50, metavar="N",
+                        help="write the scores so far every N videos to OUT.partial/ (default 50)")
+    parser.add_argument("--restart", action="store_true",
+                        help="discard the scores of an unfinished run of OUT and start over")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     return parser
 
 
+def metrics_path(out: str) -> str:
+    """``OUT_metrics.json`` beside the score file ``OUT`` (``.npz`` dropped)."""
+    stem = out[: -len(".npz")] if out.lower().endswith(".npz") else out
+    return stem + "_metrics.json"
+
+
 def run(args: argparse.Namespace) -> int:
-    """Scores the list and writes the score file; bad input raises (exit 2)."""
+    """Scores the list, writes the score file and its metrics; bad input raises (exit 2)."""
+    import json
+
+    from keras_gated_tsn.atomic import atomic_write
     from keras_gated_tsn.data.layout import CLASSES_FILE, FRAMES_DIR
     from keras_gated_tsn.data.lists import read_class_names
-    from keras_gated_tsn.evaluation.protocol import evaluate
-    from keras_gated_tsn.evaluation.scores import save_scores
+    from keras_gated_tsn.evaluation.metrics import score_report
+    from keras_gated_tsn.evaluation.protocol import evaluate_to_file
     from keras_gated_tsn.models import TSN, GatedTSN, with_precision
     from keras_gated_tsn.training.stages import load_model
 
@@ -67,14 +93,31 @@ def run(args: argparse.Namespace) -> int:
         model.jit_compile = args.jit_compile
         return model
 
-    scores = evaluate(
-        args.list, os.path.join(args.data, FRAMES_DIR), class_names,
+    identity = {"precision": args.precision}
+    for name in ("model", "rgb", "flow"):
+        path = getattr(args, name)
+        if path:
+            status = os.stat(path)
+            identity[f"{name}_file"] = [os.path.abspath(path), status.st_size, status.st_mtime_ns]
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    scores = evaluate_to_file(
+        args.out, args.list, os.path.join(args.data, FRAMES_DIR), class_names,
         gated_model=prepared(args.model, GatedTSN),
         rgb_model=prepared(args.rgb, TSN),
         flow_model=prepared(args.flow, TSN),
         num_frames=args.frames, crops=args.crops, progress=args.progress,
+        videos_per_batch=args.videos_per_batch, flush_every=args.flush_every, restart=args.restart,
+        run_identity=identity,
     )
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    save_scores(args.out, scores)
+    report = score_report(scores)
+    report_path = metrics_path(args.out)
+    atomic_write(report_path, lambda handle: handle.write(json.dumps(
+        {"class_names": scores.class_names.tolist(), "num_videos": scores.num_videos, "scores": report}) + "\n"))
     print(f"scored {scores.num_videos} videos x {scores.num_views} views; wrote {args.out}")
+    print("| scores | top-1 (%) | top-5 (%) | mean class accuracy (%) |")
+    print("|---|---:|---:|---:|")
+    for field, values in report.items():
+        print(f"| {field} | {100 * values['top1']:.2f} | {100 * values['top5']:.2f} | "
+              f"{100 * values['mean_class_accuracy']:.2f} |")
+    print(f"per-class accuracy and confusion matrices: {report_path}")
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import textwrap
 
 NAME = "fuse"
@@ -70,6 +71,15 @@ def run(args: argparse.Namespace) -> int:
 
     test_sf = load_scores(args.scores)
     val_sf = load_scores(args.val_scores) if args.val_scores else None
+    if val_sf is not None:
+        shared = sorted(set(test_sf.video_ids.tolist()) & set(val_sf.video_ids.tolist()))
+        if shared:
+            print(
+                f"warning: {len(shared)} of the {val_sf.num_videos} validation videos are test videos "
+                f"({', '.join(shared[:3])}{', ...' if len(shared) > 3 else ''}): the settings tuned on "
+                f"{args.val_scores} are tuned on the test list, and their rows are marked so in tuned_on",
+                file=sys.stderr,
+            )
     rows = fusion_table(test_sf, val_sf)
     prefix = args.out or default_out_prefix(args.scores)
     os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)

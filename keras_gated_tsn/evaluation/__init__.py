@@ -7,6 +7,8 @@ imports at import time so ``gated-tsn fuse`` and the score-file tools start fast
 from keras_gated_tsn.evaluation.metrics import (
     confusion_matrix,
     mean_class_accuracy,
+    per_class_accuracy,
+    score_report,
     top1_accuracy,
     topk_accuracy,
 )
@@ -17,7 +19,9 @@ __all__ = [
     "confusion_matrix",
     "load_scores",
     "mean_class_accuracy",
+    "per_class_accuracy",
     "save_scores",
+    "score_report",
     "top1_accuracy",
     "topk_accuracy",
 ]

@@ -17,7 +17,15 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["confusion_matrix", "mean_class_accuracy", "predictions", "top1_accuracy", "topk_accuracy"]
+__all__ = [
+    "confusion_matrix",
+    "mean_class_accuracy",
+    "per_class_accuracy",
+    "predictions",
+    "score_report",
+    "top1_accuracy",
+    "topk_accuracy",
+]
 
 
 def predictions(scores_or_preds) -> np.ndarray:
@@ -172,3 +180,64 @@ def mean_class_accuracy(preds, labels, num_classes: Optional[int] = None) -> flo
     present = counts > 0
     recall = np.diag(matrix)[present] / counts[present]
     return float(np.mean(recall))
+
+
+def per_class_accuracy(preds, labels, num_classes: Optional[int] = None) -> np.ndarray:
+    """Recall of every class: the fraction of its videos predicted correctly.
+
+    Args:
+        preds: (N, C) scores or (N,) integer predictions.
+        labels: (N,) integer ground truth, 0-based.
+        num_classes: C, see :func:`confusion_matrix`.
+
+    Returns:
+        (C,) float64 in [0, 1]; NaN for a class with no video in ``labels``.
+
+    Raises:
+        ValueError: as :func:`confusion_matrix`.
+    """
+    matrix = confusion_matrix(preds, labels, num_classes)
+    counts = matrix.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, np.diag(matrix) / np.maximum(counts, 1), np.nan)
+
+
+def score_report(scores, fields=None) -> dict:
+    """Video-level metrics of each score array of a score file.
+
+    Each field's per-view pre-softmax scores are averaged over the views (the
+    test protocol's consensus, paper Sec. IV-A), then scored against the labels.
+
+    Args:
+        scores: a :class:`~keras_gated_tsn.evaluation.scores.ScoreFile`.
+        fields: the score arrays to report (default: every one present of
+            ``rgb``, ``flow``, ``fused``, ``gating_classifier``).
+
+    Returns:
+        ``{field: {"top1", "top5", "mean_class_accuracy": float in [0, 1],
+        "per_class_accuracy": list of C floats (None for a class without
+        test videos), "confusion_matrix": C x C nested list of int counts
+        (rows: truth, columns: prediction)}}``, JSON-serializable.
+
+    Raises:
+        ValueError: as :func:`confusion_matrix`, or a field that is absent.
+    """
+    from keras_gated_tsn.evaluation.scores import SCORE_FIELDS
+
+    fields = [f for f in SCORE_FIELDS if getattr(scores, f) is not None] if fields is None else list(fields)
+    report = {}
+    for field in fields:
+        value = getattr(scores, field)
+        if value is None:
+            raise ValueError(f"the score file has no {field!r} scores")
+        video_scores = np.asarray(value, dtype=np.float64).mean(axis=1)
+        num_classes = video_scores.shape[1]
+        per_class = per_class_accuracy(video_scores, scores.labels, num_classes)
+        report[field] = {
+            "top1": top1_accuracy(video_scores, scores.labels),
+            "top5": topk_accuracy(video_scores, scores.labels, k=min(5, num_classes)),
+            "mean_class_accuracy": mean_class_accuracy(video_scores, scores.labels, num_classes),
+            "per_class_accuracy": [None if np.isnan(v) else float(v) for v in per_class],
+            "confusion_matrix": confusion_matrix(video_scores, scores.labels, num_classes).tolist(),
+        }
+    return report

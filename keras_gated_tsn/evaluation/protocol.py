@@ -10,8 +10,11 @@ every view; view scores are averaged later, by the fusion comparators
 
 from __future__ import annotations
 
+import json
 import os
-from typing import Dict, List, Optional, Sequence
+import shutil
+import zipfile
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
@@ -23,55 +26,9 @@ from keras_gated_tsn.evaluation.scores import ScoreFile
 GATE_FIELDS = ("fused", "gating_classifier", "fusion_weights")
 
 
-def evaluate(
-    records: Sequence[VideoRecord] | str | os.PathLike,
-    frames_root: str | os.PathLike,
-    class_names: Sequence[str],
-    *,
-    gated_model: Optional[keras.Model] = None,
-    rgb_model: Optional[keras.Model] = None,
-    flow_model: Optional[keras.Model] = None,
-    num_frames: int = 25,
-    crops: int = 10,
-    progress: bool = True,
-    **dataset_options,
-) -> ScoreFile:
-    """Scores every view of every video with a gated model or with streams.
-
-    Either ``gated_model`` (a :func:`~keras_gated_tsn.models.GatedTSN`: the
-    score file then also holds ``fused``, ``gating_classifier`` and
-    ``fusion_weights``), or one or both of ``rgb_model`` / ``flow_model``
-    (TSN streams). Input size and flow length are read from the models' configs.
-
-    Each video's ``V = num_frames · crops`` views go through the model as one
-    batch of V clips with one segment each, so the segmental consensus is the
-    identity and every output is per view.
-
-    Args:
-        records: the videos (list file path or records).
-        frames_root: their frames (``<dataset>/frames``).
-        class_names: names of the C classes (``classes.txt``).
-        gated_model, rgb_model, flow_model: the networks (see above).
-        num_frames: snippets per video (paper: 25).
-        crops: 10 (paper), 5 or 1.
-        progress: show a Keras progress bar, one step per video.
-        **dataset_options: passed to
-            :func:`keras_gated_tsn.data.pipeline.make_test_dataset`
-            (file-name templates, ``scale_size``...).
-
-    Returns:
-        A :class:`~keras_gated_tsn.evaluation.scores.ScoreFile` with per-view
-        pre-softmax scores ``(N, V, C)`` float32.
-
-    Raises:
-        ValueError: if no model, or both a gated model and streams, are
-            given, a model is not of the package's kind (GatedTSN, TSN of the
-            right modality), or the models disagree on input size or classes;
-            naming the list file and line, for a label outside
-            ``class_names``, or a video whose frame folder is missing or
-            holds fewer frames than its line says (FileNotFoundError for a
-            missing folder).
-    """
+def _check_models(class_names, gated_model, rgb_model, flow_model):
+    """``(modality, input_size, new_length, metadata)`` of the networks, after
+    checking that they are of the package's kinds and score ``class_names``."""
     if gated_model is not None and (rgb_model is not None or flow_model is not None):
         raise ValueError("give either gated_model or rgb_model/flow_model, not both")
     if gated_model is None and rgb_model is None and flow_model is None:
@@ -102,20 +59,40 @@ def evaluate(
         raise ValueError(
             f"the model(s) score {sorted(classes)} classes but class_names has {len(class_names)}"
         )
+    return modality, size, new_length, metadata
 
+
+def _records_of(records, class_names) -> Tuple[List[VideoRecord], Optional[str]]:
     if isinstance(records, (str, os.PathLike)):
-        check_labels(read_list_file(records), len(class_names), os.fspath(records))
-    else:
-        check_labels(records, len(class_names))
-    dataset = pipeline.make_test_dataset(
-        records, frames_root, modality, num_frames=num_frames, crops=crops,
-        input_size=size, new_length=new_length, **dataset_options,
-    )
-    fields: Dict[str, List[np.ndarray]] = {}
-    video_ids, labels = [], []
-    total = int(dataset.cardinality().numpy())
-    bar = keras.utils.Progbar(total, unit_name="video") if progress else None
-    for index, (views, label, video) in enumerate(dataset):
+        list_file = os.fspath(records)
+        records = read_list_file(list_file)
+        check_labels(records, len(class_names), list_file)
+        return records, list_file
+    records = list(records)
+    check_labels(records, len(class_names))
+    return records, None
+
+
+def _scored_videos(
+    dataset, videos_per_batch: int, gated_model, rgb_model, flow_model
+) -> Iterator[Tuple[str, int, Dict[str, np.ndarray]]]:
+    """``(video, label, {field: (V, C) or (V, 2)})`` per video, in list order.
+
+    The views of ``videos_per_batch`` videos go through a network as one
+    batch of ``videos_per_batch * V`` one-segment clips (the last batch may
+    hold fewer videos).
+    """
+    import tensorflow as tf
+
+    def flatten(x):
+        return tf.reshape(x, tf.concat([[-1], tf.shape(x)[2:]], axis=0))
+
+    batched = dataset.batch(videos_per_batch).map(
+        lambda x, label, video: (tf.nest.map_structure(flatten, x), label, video, tf.shape(label)[0]),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    ).prefetch(1)
+    for views, labels, videos, count in batched:
+        count = int(count)
         if gated_model is not None:
             outputs = gated_model.predict_on_batch(views)
             scored = {name: outputs[name] for name in ("rgb", "flow") + GATE_FIELDS}
@@ -123,15 +100,97 @@ def evaluate(
             scored = {}
             for name, model in (("rgb", rgb_model), ("flow", flow_model)):
                 if model is not None:
-                    x = views[name] if isinstance(views, dict) else views
-                    scored[name] = model.predict_on_batch(x)
-        for name, value in scored.items():
-            fields.setdefault(name, []).append(np.asarray(value, dtype=np.float32))
-        video_ids.append(video.numpy().decode("utf-8"))
-        labels.append(int(label.numpy()))
-        if bar is not None:
-            bar.update(index + 1)
+                    scored[name] = model.predict_on_batch(views[name] if isinstance(views, dict) else views)
+        per_video = {name: np.asarray(value, dtype=np.float32).reshape(count, -1, np.shape(value)[-1])
+                     for name, value in scored.items()}
+        for i in range(count):
+            yield (videos[i].numpy().decode("utf-8"), int(labels[i].numpy()),
+                   {name: value[i] for name, value in per_video.items()})
 
+
+def evaluate(
+    records: Sequence[VideoRecord] | str | os.PathLike,
+    frames_root: str | os.PathLike,
+    class_names: Sequence[str],
+    *,
+    gated_model: Optional[keras.Model] = None,
+    rgb_model: Optional[keras.Model] = None,
+    flow_model: Optional[keras.Model] = None,
+    num_frames: int = 25,
+    crops: int = 10,
+    progress: bool = True,
+    videos_per_batch: int = 1,
+    **dataset_options,
+) -> ScoreFile:
+    """Scores every view of every video with a gated model or with streams.
+
+    Either ``gated_model`` (a :func:`~keras_gated_tsn.models.GatedTSN`: the
+    score file then also holds ``fused``, ``gating_classifier`` and
+    ``fusion_weights``), or one or both of ``rgb_model`` / ``flow_model``
+    (TSN streams). Input size and flow length are read from the models' configs.
+
+    The ``V = num_frames · crops`` views of ``videos_per_batch`` videos go
+    through the model as one batch of one-segment clips, so the segmental
+    consensus is the identity and every output is per view. Videos stream
+    through the input pipeline; only the scores are kept.
+    :func:`evaluate_to_file` does the same, writing as it goes and resuming
+    after a kill.
+
+    Args:
+        records: the videos (list file path or records).
+        frames_root: their frames (``<dataset>/frames``).
+        class_names: names of the C classes (``classes.txt``).
+        gated_model, rgb_model, flow_model: the networks (see above).
+        num_frames: snippets per video (paper: 25).
+        crops: 10 (paper), 5, 3 or 1.
+        progress: show a Keras progress bar, one step per video.
+        videos_per_batch: videos whose views share one forward pass (>= 1;
+            larger batches keep a GPU busy: 250 views x 4 videos = 1000 clips).
+        **dataset_options: passed to
+            :func:`keras_gated_tsn.data.pipeline.make_test_dataset`
+            (file-name templates, ``scale_size``...).
+
+    Returns:
+        A :class:`~keras_gated_tsn.evaluation.scores.ScoreFile` with per-view
+        pre-softmax scores ``(N, V, C)`` float32.
+
+    Raises:
+        ValueError: if no model, or both a gated model and streams, are
+            given, a model is not of the package's kind (GatedTSN, TSN of the
+            right modality), or the models disagree on input size or classes;
+            naming the list file and line, for a label outside
+            ``class_names``, or a video whose frame folder is missing or
+            holds fewer frames than its line says (FileNotFoundError for a
+            missing folder).
+    """
+    modality, size, new_length, metadata = _check_models(class_names, gated_model, rgb_model, flow_model)
+    records, list_file = _records_of(records, class_names)
+    _check_batch(videos_per_batch)
+    dataset = pipeline.make_test_dataset(
+        list_file or records, frames_root, modality, num_frames=num_frames, crops=crops,
+        input_size=size, new_length=new_length, **dataset_options,
+    )
+    fields: Dict[str, List[np.ndarray]] = {}
+    video_ids, labels = [], []
+    bar = keras.utils.Progbar(len(records), unit_name="video") if progress else None
+    for video, label, scored in _scored_videos(dataset, videos_per_batch, gated_model, rgb_model, flow_model):
+        for name, value in scored.items():
+            fields.setdefault(name, []).append(value)
+        video_ids.append(video)
+        labels.append(label)
+        if bar is not None:
+            bar.add(1)
+    return _score_file(video_ids, labels, fields, class_names, num_frames, crops,
+                       {**metadata, "modality": modality, "input_size": int(size)})
+
+
+def _check_batch(videos_per_batch) -> None:
+    if isinstance(videos_per_batch, bool) or not isinstance(videos_per_batch, (int, np.integer)) \
+            or videos_per_batch < 1:
+        raise ValueError(f"videos_per_batch must be an int >= 1, got {videos_per_batch!r}")
+
+
+def _score_file(video_ids, labels, fields, class_names, num_frames, crops, metadata) -> ScoreFile:
     stacked = {name: np.stack(values) for name, values in fields.items()}
     return ScoreFile(
         video_ids=np.asarray(video_ids),
@@ -139,6 +198,193 @@ def evaluate(
         class_names=np.asarray(list(class_names)),
         num_frames=num_frames,
         num_crops=crops,
-        metadata={**metadata, "modality": modality, "input_size": int(size)},
+        metadata=metadata,
         **stacked,
     )
+
+
+# ------------------------------------------------------------------ resumable runs
+
+#: Beside ``OUT``: the scores written so far by an unfinished run.
+PARTIAL_SUFFIX = ".partial"
+_RUN_FILE = "run.json"
+
+
+def _file_identity(path: str) -> List:
+    status = os.stat(path)
+    return [os.path.abspath(path), status.st_size, status.st_mtime_ns]
+
+
+def _read_chunks(folder: str) -> Tuple[List[str], List[int], Dict[str, List[np.ndarray]]]:
+    video_ids: List[str] = []
+    labels: List[int] = []
+    fields: Dict[str, List[np.ndarray]] = {}
+    for name in sorted(n for n in os.listdir(folder) if n.startswith("chunk_") and n.endswith(".npz")):
+        path = os.path.join(folder, name)
+        try:
+            with np.load(path, allow_pickle=False) as chunk:
+                ids = chunk["video_ids"].tolist()
+                video_ids += ids
+                labels += chunk["labels"].tolist()
+                for key in chunk.files:
+                    if key not in ("video_ids", "labels"):
+                        fields.setdefault(key, []).extend(list(chunk[key]))
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+            raise ValueError(
+                f"{path} is damaged ({type(error).__name__}: {error}); delete it (its videos are scored "
+                "again) or run with --restart"
+            ) from None
+    return video_ids, labels, fields
+
+
+def evaluate_to_file(
+    out: str | os.PathLike,
+    records: Sequence[VideoRecord] | str | os.PathLike,
+    frames_root: str | os.PathLike,
+    class_names: Sequence[str],
+    *,
+    gated_model: Optional[keras.Model] = None,
+    rgb_model: Optional[keras.Model] = None,
+    flow_model: Optional[keras.Model] = None,
+    num_frames: int = 25,
+    crops: int = 10,
+    progress: bool = True,
+    videos_per_batch: int = 1,
+    flush_every: int = 50,
+    restart: bool = False,
+    run_identity: Optional[Dict] = None,
+    log: Callable[[str], None] = print,
+    **dataset_options,
+) -> ScoreFile:
+    """:func:`evaluate`, writing the scores as it goes and resuming after a kill.
+
+    Every ``flush_every`` videos the new scores are written to
+    ``OUT.partial/chunk_NNNNNN.npz`` (each atomically: a temporary file, then
+    a rename), beside ``OUT.partial/run.json`` which records what is being
+    scored. The same call after a kill (or Ctrl-C) reads the chunks, scores
+    only the videos after them and, at the end, writes ``OUT``
+    (:func:`~keras_gated_tsn.evaluation.scores.save_scores`, atomic) and
+    removes ``OUT.partial``. A partial run of other settings (list, models,
+    frames, crops, ``run_identity``) is refused, not mixed in.
+
+    Args:
+        out: the score file to write (``.npz``).
+        records, frames_root, class_names, gated_model, rgb_model,
+            flow_model, num_frames, crops, progress, videos_per_batch,
+            **dataset_options: as in :func:`evaluate`.
+        flush_every: videos per chunk (>= 1): at most this many videos are
+            scored again after a kill.
+        restart: discard the scores of an unfinished run and start over.
+        run_identity: more JSON values that must match for a run to resume
+            (the CLI adds the model files, their sizes and times, and the
+            precision).
+        log: called with one line when a run resumes.
+
+    Returns:
+        The :class:`~keras_gated_tsn.evaluation.scores.ScoreFile` written to ``out``.
+
+    Raises:
+        ValueError: as :func:`evaluate`; if ``OUT.partial`` belongs to a run
+            with other settings (naming them) or a chunk is damaged (naming it).
+    """
+    from keras_gated_tsn.atomic import atomic_write
+    from keras_gated_tsn.evaluation.scores import save_scores
+
+    modality, size, new_length, metadata = _check_models(class_names, gated_model, rgb_model, flow_model)
+    records, list_file = _records_of(records, class_names)
+    _check_batch(videos_per_batch)
+    if isinstance(flush_every, bool) or not isinstance(flush_every, (int, np.integer)) or flush_every < 1:
+        raise ValueError(f"flush_every must be an int >= 1, got {flush_every!r}")
+    pipeline.check_frame_folders(list_file or records, frames_root, modality, **{
+        k: v for k, v in dataset_options.items() if k.endswith("_template")})
+    out = os.fspath(out)
+    partial = out + PARTIAL_SUFFIX
+    identity = {
+        "videos": [[r.video, r.num_frames, r.label] for r in records],
+        "class_names": list(class_names),
+        "num_frames": num_frames,
+        "crops": crops,
+        "modality": modality,
+        "input_size": int(size),
+        **(run_identity or {}),
+    }
+    run_path = os.path.join(partial, _RUN_FILE)
+    if restart and os.path.isdir(partial):
+        shutil.rmtree(partial)
+    if os.path.isfile(run_path):
+        with open(run_path, encoding="utf-8") as handle:
+            try:
+                recorded = json.load(handle)
+            except ValueError:
+                recorded = {}
+        differing = sorted(k for k in set(recorded) | set(identity)
+                           if json.dumps(recorded.get(k)) != json.dumps(identity.get(k)))
+        if differing:
+            raise ValueError(
+                f"{partial} holds the scores of an unfinished run with other settings "
+                f"(differing: {', '.join('the list of videos' if k == 'videos' else k for k in differing)}); "
+                "run the same command as before to finish it, or add --restart to discard it"
+            )
+    else:
+        os.makedirs(partial, exist_ok=True)
+        atomic_write(run_path, lambda handle: handle.write(json.dumps(identity)))
+
+    video_ids, labels, fields = _read_chunks(partial)
+    expected = [r.video for r in records[: len(video_ids)]]
+    if video_ids != expected:
+        raise ValueError(f"the chunks in {partial} do not follow the list's order; run with --restart")
+    chunk_index = sum(1 for n in os.listdir(partial) if n.startswith("chunk_") and n.endswith(".npz"))
+    remaining = records[len(video_ids):]
+    if video_ids:
+        log(f"resuming {partial}: {len(video_ids)} of {len(records)} videos already scored")
+
+    pending: Dict[str, List[np.ndarray]] = {}
+    pending_ids: List[str] = []
+    pending_labels: List[int] = []
+
+    def flush() -> None:
+        nonlocal chunk_index
+        if not pending_ids:
+            return
+        arrays = {"video_ids": np.asarray(pending_ids), "labels": np.asarray(pending_labels, dtype=np.int64),
+                  **{name: np.stack(values) for name, values in pending.items()}}
+        atomic_write(os.path.join(partial, f"chunk_{chunk_index:06d}.npz"),
+                     lambda handle: np.savez(handle, **arrays), binary=True)
+        chunk_index += 1
+        video_ids.extend(pending_ids)
+        labels.extend(pending_labels)
+        for name, values in pending.items():
+            fields.setdefault(name, []).extend(values)
+        pending.clear()
+        pending_ids.clear()
+        pending_labels.clear()
+
+    if remaining:
+        dataset = pipeline.make_test_dataset(
+            remaining, frames_root, modality, num_frames=num_frames, crops=crops,
+            input_size=size, new_length=new_length, **dataset_options,
+        )
+        bar = keras.utils.Progbar(len(records), unit_name="video") if progress else None
+        if bar is not None and video_ids:
+            bar.update(len(video_ids))
+        try:
+            for video, label, scored in _scored_videos(
+                dataset, videos_per_batch, gated_model, rgb_model, flow_model
+            ):
+                for name, value in scored.items():
+                    pending.setdefault(name, []).append(value)
+                pending_ids.append(video)
+                pending_labels.append(label)
+                if len(pending_ids) >= flush_every:
+                    flush()
+                if bar is not None:
+                    bar.add(1)
+        except KeyboardInterrupt:
+            flush()  # keep what was scored: the same command goes on from here
+            raise
+        flush()
+    scores = _score_file(video_ids, labels, fields, class_names, num_frames, crops,
+                         {**metadata, "modality": modality, "input_size": int(size)})
+    save_scores(out, scores)
+    shutil.rmtree(partial, ignore_errors=True)
+    return scores

@@ -64,3 +64,31 @@ def test_errors():
         confusion_matrix(np.array([0, 2]), np.array([0, 1]), num_classes=2)
     with pytest.raises(ValueError, match="integers"):
         top1_accuracy(np.array([0.0, 1.0]), np.array([0, 1]))
+
+
+def test_per_class_accuracy_and_the_score_report():
+    from keras_gated_tsn.evaluation.metrics import per_class_accuracy, score_report
+    from keras_gated_tsn.evaluation.scores import ScoreFile
+
+    # Class 0: 2 of 3 right; class 1: 1 of 1; class 2: no video (NaN, not 0).
+    preds, labels = np.array([0, 0, 1, 1]), np.array([0, 0, 0, 1])
+    np.testing.assert_allclose(per_class_accuracy(preds, labels, 3), [2 / 3, 1.0, np.nan])
+
+    # Two views per video: the report averages them before the arg-max.
+    rgb = np.array([
+        [[3.0, 0.0, 0.0], [-1.0, 0.0, 0.0]],  # mean (1, 0, 0): class 0 (right)
+        [[0.0, 4.0, 0.0], [2.0, -4.0, 0.0]],  # mean (1, 0, 0): class 0, though view 0 says 1 (wrong)
+        [[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]],   # class 2 (right)
+    ], dtype=np.float32)
+    scores = ScoreFile(video_ids=["a", "b", "c"], labels=[0, 1, 2], class_names=["x", "y", "z"], rgb=rgb,
+                       num_frames=2, num_crops=1)
+    report = score_report(scores)
+    assert list(report) == ["rgb"]
+    rgb_report = report["rgb"]
+    assert rgb_report["top1"] == pytest.approx(2 / 3)
+    assert rgb_report["top5"] == 1.0  # three classes: top-3 here
+    assert rgb_report["per_class_accuracy"] == [1.0, 0.0, 1.0]
+    assert rgb_report["confusion_matrix"] == [[1, 0, 0], [1, 0, 0], [0, 0, 1]]
+    assert rgb_report["mean_class_accuracy"] == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="no 'flow' scores"):
+        score_report(scores, ["flow"])

@@ -22,10 +22,10 @@ def test_help_lists_every_command(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     text = capsys.readouterr().out
-    for command in ("prepare", "split", "train", "evaluate", "fuse", "demo", "convert-weights"):
+    for command in ("prepare", "split", "train", "evaluate", "fuse", "plot", "demo", "convert-weights"):
         assert command in text
     parser = build_parser()
-    for command in ("train", "evaluate", "demo", "split"):
+    for command in ("train", "evaluate", "demo", "split", "plot"):
         with pytest.raises(SystemExit):
             parser.parse_args([command, "--help"])
         assert "usage: gated-tsn " + command in capsys.readouterr().out

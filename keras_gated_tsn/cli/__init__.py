@@ -14,11 +14,11 @@ import sys
 from typing import List, Optional
 
 from keras_gated_tsn import __version__
-from keras_gated_tsn.cli import convert_weights, demo, evaluate, fuse, plot, prepare, split, train
+from keras_gated_tsn.cli import convert_weights, demo, evaluate, fuse, plot, predict, prepare, split, train
 from keras_gated_tsn.cli.common import with_error_path
 
 #: The subcommands, in the order of the method.
-COMMANDS = (prepare, split, train, evaluate, fuse, plot, demo, convert_weights)
+COMMANDS = (prepare, split, train, evaluate, fuse, plot, predict, demo, convert_weights)
 
 DESCRIPTION = """\
 Gated two-stream action recognition (Zhu, Zou & Zhu, "Learning Gating ConvNet
@@ -35,6 +35,7 @@ The method, end to end:
   gated-tsn evaluate --data DATA/ --list DATA/test.txt --model gated.keras --out test.npz
   gated-tsn fuse test.npz --val-scores val.npz    fixed / weighted / SCI / gated table
   gated-tsn plot weights test.npz --out fig2.png  the paper's figures (weights, top5, tsne, confusion)
+  gated-tsn predict clip.avi --model gated.keras  top-5 classes of a raw video
 
 Or all of it on the embedded sample clips: gated-tsn demo
 Pretrained Caffe / PyTorch checkpoints: gated-tsn convert-weights SRC DST --arch ...

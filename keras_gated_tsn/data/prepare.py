@@ -70,6 +70,7 @@ __all__ = [
     "PrepareReport",
     "SourceScan",
     "check_settings",
+    "extract_snippets",
     "extract_video",
     "find_videos",
     "prepare_dataset",
@@ -529,6 +530,96 @@ def _extract(path: str, dest: str, settings: ExtractionSettings) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return count
+
+
+def extract_snippets(
+    path: str | os.PathLike,
+    dest: str | os.PathLike,
+    num_snippets: int,
+    new_length: int = 5,
+    modality: str = "rgb+flow",
+    flow: str = "tvl1",
+    size: Sequence[int] = DEFAULT_SIZE,
+    bound: float = DEFAULT_BOUND,
+    jpeg_quality: int = 95,
+) -> int:
+    """Extracts only what the test protocol reads of one video, into ``dest``.
+
+    For ``gated-tsn predict``: of a video of N frames, the test protocol
+    (:func:`~keras_gated_tsn.data.sampling.test_offsets`, ``num_snippets``
+    uniformly spaced snippets of ``new_length`` flow pairs, or of one frame
+    for ``"rgb"``) reads a few dozen frames and flow pairs; this writes those
+    (plus the last frame and flow pair, which mark the folder as holding N
+    frames), named and encoded exactly as :func:`extract_video` would, so
+    :func:`~keras_gated_tsn.data.pipeline.make_test_dataset` reads the folder
+    as a prepared one. The video is decoded twice (once to count its
+    frames), frame by frame; flow is computed for the needed pairs only.
+
+    Args:
+        path: the video file.
+        dest: the frame folder to write (created if needed).
+        num_snippets: snippets of the test protocol (25 in the paper), >= 1.
+        new_length: flow pairs per snippet (L), >= 1; 1 frame for ``"rgb"``.
+        modality: ``"rgb"``, ``"flow"`` or ``"rgb+flow"`` (the model's input).
+        flow, size, bound, jpeg_quality: as in :func:`extract_video`.
+
+    Returns:
+        N, the number of frames of the video.
+
+    Raises:
+        ValueError: on an invalid argument.
+        VideoDecodeError: if the video cannot be decoded, has fewer than 2
+            frames for flow, or decodes to fewer frames the second time.
+        OSError: if an image cannot be written.
+    """
+    from keras_gated_tsn.data import sampling
+    from keras_gated_tsn.data.video import count_frames
+
+    if modality not in ("rgb", "flow", "rgb+flow"):
+        raise ValueError(f"modality must be 'rgb', 'flow' or 'rgb+flow', got {modality!r}")
+    for name, value in (("num_snippets", num_snippets), ("new_length", new_length)):
+        if not _is_int(value) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    settings = ExtractionSettings("rgb" if modality == "rgb" else "rgb+flow", flow,
+                                  tuple(size) if size is not None else size, bound, jpeg_quality)
+    path, dest = os.fspath(path), os.fspath(dest)
+    total = count_frames(path)
+    with_flow = modality != "rgb"
+    if with_flow:
+        items = total - 1
+        if items < 1:
+            raise VideoTooShortError(path, f"only {total} frame decoded; at least 2 are needed for one flow pair")
+        offsets = sampling.test_offsets(items, num_snippets, new_length)
+        pairs = {int(i) for i in sampling.snippet_indices(offsets, items, new_length).ravel()} | {items - 1}
+        frames = ({int(o) for o in offsets} | {total - 1}) if modality == "rgb+flow" else set()
+        grays = pairs | {p + 1 for p in pairs}
+    else:
+        offsets = sampling.test_offsets(total, num_snippets, 1)
+        frames, pairs, grays = {int(o) for o in offsets} | {total - 1}, set(), set()
+    os.makedirs(dest, exist_ok=True)
+    params = [cv2.IMWRITE_JPEG_QUALITY, settings.jpeg_quality]
+    algorithm = flow_lib.create_flow_algorithm(settings.flow) if with_flow else None
+    previous = None
+    decoded = 0
+    for index, frame in enumerate(iter_frames_bgr(path, settings.size)):
+        decoded = index + 1
+        if index >= total:
+            break
+        if index in frames:
+            _imwrite(os.path.join(dest, DEFAULT_LAYOUT.rgb_name(index + 1)), frame, params)
+        if index not in grays:
+            previous = None
+            continue
+        gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+        if previous is not None and index - 1 in pairs:
+            x, y = flow_lib.encode_flow(flow_lib.compute_flow(previous, gray, algorithm=algorithm), settings.bound)
+            name_x, name_y = DEFAULT_LAYOUT.flow_names(index)
+            _imwrite(os.path.join(dest, name_x), x, params)
+            _imwrite(os.path.join(dest, name_y), y, params)
+        previous = gray
+    if decoded < total:
+        raise VideoDecodeError(path, f"decoded {total} frames, then only {decoded} the second time")
+    return total
 
 
 # --------------------------------------------------------------------------- settings

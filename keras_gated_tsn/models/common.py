@@ -116,6 +116,29 @@ def check_int(name: str, value, minimum: int) -> int:
     return int(value)
 
 
+def check_class_names(class_names, num_classes: int):
+    """``class_names`` as a list of ``num_classes`` distinct non-empty strings, or None.
+
+    Raises:
+        ValueError: for a count other than ``num_classes``, a repeated or
+            empty name, or a name that is not a string.
+    """
+    if class_names is None:
+        return None
+    if isinstance(class_names, str):
+        raise ValueError(f"class_names must be a sequence of names, got the string {class_names!r}")
+    names = list(class_names)
+    if len(names) != int(num_classes):
+        raise ValueError(f"class_names has {len(names)} names for {num_classes} classes")
+    bad = [name for name in names if not isinstance(name, str) or not name]
+    if bad:
+        raise ValueError(f"class names must be non-empty strings, got {bad[0]!r}")
+    if len(set(names)) != len(names):
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        raise ValueError(f"class names repeat: {', '.join(repeated[:5])}")
+    return names
+
+
 def check_ratio(name: str, value) -> float:
     """``value`` as a float if it is a ratio in [0, 1) (dropout).
 

@@ -210,6 +210,13 @@ class GatedTSN(BuildsFromSpecs, keras.Model):
                 raise ValueError(
                     f"the streams disagree on {key}: rgb {rgb_config[key]!r}, flow {flow_config[key]!r}"
                 )
+        names = {key: config.get("class_names") for key, config in (("rgb", rgb_config), ("flow", flow_config))}
+        if None not in names.values() and list(names["rgb"]) != list(names["flow"]):
+            difference = next(i for i, (a, b) in enumerate(zip(names["rgb"], names["flow"])) if a != b)
+            raise ValueError(
+                f"the streams disagree on the class names: class {difference} is {names['rgb'][difference]!r} "
+                f"for rgb, {names['flow'][difference]!r} for flow"
+            )
         spec = get_backbone(rgb_config["backbone"])
         fusion_layer = spec.check_feature_layer(fusion_layer or spec.default_fusion_layer)
         num_classes = rgb_config["num_classes"]
@@ -304,6 +311,13 @@ class GatedTSN(BuildsFromSpecs, keras.Model):
     @property
     def num_classes(self) -> int:
         return int(self.rgb_stream_config["num_classes"])
+
+    @property
+    def class_names(self):
+        """The class names the streams were trained with (list of ``num_classes``
+        str), or None when neither stream knows them."""
+        names = self.rgb_stream_config.get("class_names") or self.flow_stream_config.get("class_names")
+        return list(names) if names else None
 
     @property
     def input_size(self) -> int:

@@ -3,7 +3,7 @@ original two-stream ConvNet (Simonyan & Zisserman 2014)."""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import keras
 from keras import layers
@@ -11,7 +11,13 @@ from keras import layers
 from keras_gated_tsn.backbones import get_backbone
 from keras_gated_tsn.layers import ModalityPreprocessing, SegmentConsensus, SegmentFold
 from keras_gated_tsn.layers.preprocessing import MODALITIES
-from keras_gated_tsn.models.common import BuildsFromSpecs, check_int, check_ratio, compile_from_config
+from keras_gated_tsn.models.common import (
+    BuildsFromSpecs,
+    check_class_names,
+    check_int,
+    check_ratio,
+    compile_from_config,
+)
 from keras_gated_tsn.precision import precision_scope, resolve_precision
 from keras_gated_tsn.weights.transfer import copy_weights_by_name
 
@@ -104,6 +110,7 @@ class TSN(BuildsFromSpecs, keras.Model):
         dropout: Optional[float] = None,
         partial_bn: bool = True,
         backbone_weights: Optional[str] = None,
+        class_names: Optional[Sequence[str]] = None,
         name: Optional[str] = None,
         dtype=None,
         **kwargs,
@@ -116,6 +123,7 @@ class TSN(BuildsFromSpecs, keras.Model):
         check_int("num_segments", num_segments, 1)
         check_int("input_size", input_size, spec.min_input_size)
         check_int("new_length", new_length, 1)
+        class_names = check_class_names(class_names, num_classes)
         dropout = spec.stream_dropout[modality] if dropout is None else check_ratio("dropout", dropout)
         channels = 3 if modality == "rgb" else 2 * int(new_length)
 
@@ -150,6 +158,7 @@ class TSN(BuildsFromSpecs, keras.Model):
         self.new_length = int(new_length)
         self.dropout = float(dropout)
         self.backbone_weights = None if backbone_weights is None else str(backbone_weights)
+        self.class_names = class_names
         self.partial_bn = bool(partial_bn)
         self.set_partial_bn(self.partial_bn)
 
@@ -243,6 +252,7 @@ class TSN(BuildsFromSpecs, keras.Model):
             "dropout": self.dropout,
             "partial_bn": self.partial_bn,
             "backbone_weights": self.backbone_weights,
+            "class_names": self.class_names,
             "dtype": self.precision,
         }
 

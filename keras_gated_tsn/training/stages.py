@@ -251,7 +251,8 @@ def load_model(path: str, kind: Optional[type] = None) -> keras.Model:
 
     Args:
         path: the file.
-        kind: the class it must be (``TSN`` or ``GatedTSN``), or None.
+        kind: the class it must be (``TSN`` or ``GatedTSN``, or a tuple of
+            classes), or None.
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
@@ -276,15 +277,21 @@ def load_model(path: str, kind: Optional[type] = None) -> keras.Model:
         raise ValueError(f"{path} is damaged: its member {damaged!r} fails its checksum")
     model = keras.saving.load_model(path)
     if kind is not None and not isinstance(model, kind):
-        raise ValueError(f"{path} holds a {type(model).__name__}, expected a {kind.__name__}")
+        expected = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+        raise ValueError(f"{path} holds a {type(model).__name__}, expected a {expected}")
     return model
 
 
-def build_stage_model(config: StageConfig, num_classes: int) -> keras.Model:
+def build_stage_model(config: StageConfig, num_classes: int, class_names=None) -> keras.Model:
     """The model a stage trains, compiled (new, initialised or resumed).
 
+    ``class_names`` (the dataset's ``classes.txt``) go into a new stream's
+    config; a gate's streams must have been trained on the same names when
+    they know theirs.
+
     Raises:
-        ValueError, FileNotFoundError: for a missing or wrong input model.
+        ValueError, FileNotFoundError: for a missing or wrong input model, or
+            streams trained on other classes.
     """
     from keras_gated_tsn.models import TSN, GatedTSN
 
@@ -297,7 +304,7 @@ def build_stage_model(config: StageConfig, num_classes: int) -> keras.Model:
         model = TSN(
             config.backbone, config.stage, num_classes, config.num_segments, config.input_size,
             config.new_length, dropout=config.dropout, partial_bn=config.partial_bn,
-            backbone_weights=config.backbone_weights,
+            backbone_weights=config.backbone_weights, class_names=class_names,
         )
         if config.init_from:
             model.init_from(load_model(_require_file(config.init_from, "--init-from")))
@@ -323,6 +330,12 @@ def build_stage_model(config: StageConfig, num_classes: int) -> keras.Model:
             model = with_precision(model, config.precision)
     if model.num_classes != num_classes:
         raise ValueError(f"the streams score {model.num_classes} classes but the dataset has {num_classes}")
+    if class_names is not None and model.class_names is not None and model.class_names != list(class_names):
+        difference = next(i for i, (a, b) in enumerate(zip(model.class_names, class_names)) if a != b)
+        raise ValueError(
+            f"the streams were trained on other classes: class {difference} is {model.class_names[difference]!r} "
+            f"for them, {class_names[difference]!r} in the dataset's classes.txt"
+        )
     model.compile(optimizer=optimizer, gating_loss_weight=recipe.gating_loss_weight, jit_compile=config.jit_compile)
     return model
 
@@ -470,7 +483,7 @@ def run_stage(config: StageConfig, log: Callable[[str], None] = print) -> StageR
     say("  building the model (the first batches also compile the training graph)...")
     keras.utils.set_random_seed(seed)  # the initial weights and dropout draws follow the seed too
     with strategy.scope(), precision_scope(config.precision):
-        model = build_stage_model(config, len(class_names))
+        model = build_stage_model(config, len(class_names), class_names)
     if workers.replicas > 1:
         # A BN layer that trains on batch statistics takes them over the global
         # batch, as one device would (partial BN's first layer; the rest are frozen).

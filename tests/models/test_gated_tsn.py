@@ -209,6 +209,16 @@ def test_keras_round_trip_remembers_what_it_is(tmp_path, streams):
     run_serialization_test(model)
 
 
+def test_class_names_come_from_the_streams(streams):
+    rgb, flow = streams
+    names = ["jump", "run", "wave", "clap"]
+    gated = GatedTSN({**rgb.get_config(), "class_names": names}, flow.get_config())
+    assert gated.class_names == names and GatedTSN(*streams).class_names is None
+    with pytest.raises(ValueError, match="class 2 is 'wave' for rgb, 'swim' for flow"):
+        GatedTSN({**rgb.get_config(), "class_names": names},
+                 {**flow.get_config(), "class_names": ["jump", "run", "swim", "clap"]})
+
+
 def test_gate_init_from_a_backbone_file(tmp_path, monkeypatch, streams):
     """gate_init='imagenet' fills the gating ConvNet's trunk from the backbone's
     registered ImageNet file (Algorithm 1, input 2); conv fusion stays new."""

@@ -30,7 +30,8 @@ def rgb_stream():
 
 @pytest.fixture(scope="module")
 def flow_stream():
-    return TSN(modality="flow", num_classes=5, num_segments=3, input_size=SIZE, new_length=5)
+    return TSN(modality="flow", num_classes=5, num_segments=3, input_size=SIZE, new_length=5,
+               class_names=["jump", "run", "wave", "cartwheel", "clap"])
 
 
 def test_shapes_and_names(rgb_stream, flow_stream):
@@ -101,6 +102,7 @@ def test_keras_round_trip_remembers_what_it_is(tmp_path, flow_stream):
     loaded = run_model_saving_test(flow_stream, clips, tmp_path)
     assert (loaded.backbone, loaded.modality, loaded.num_classes) == ("bn_inception", "flow", 5)
     assert (loaded.num_segments, loaded.input_size, loaded.new_length, loaded.dropout) == (3, SIZE, 5, 0.7)
+    assert loaded.class_names == ["jump", "run", "wave", "cartwheel", "clap"]  # it can name its predictions
     assert not loaded.get_layer("inception_3a_1x1_bn").trainable  # partial BN survives saving
     run_serialization_test(flow_stream)
 
@@ -158,6 +160,9 @@ def test_compile_defaults_are_the_recipe(rgb_stream, flow_stream):
         ({"modality": "depth"}, "modality"),
         ({"backbone": "resnet"}, "backbone"),
         ({"num_classes": 0}, "num_classes"),
+        ({"num_classes": 2, "class_names": ["a"]}, "class_names has 1 names for 2 classes"),
+        ({"num_classes": 2, "class_names": ["a", "a"]}, "class names repeat: a"),
+        ({"num_classes": 2, "class_names": "ab"}, "a sequence of names"),
         ({"input_size": 16}, "input_size"),
         ({"dropout": 1.0}, "dropout"),
     ],

@@ -57,7 +57,9 @@ examples:
   gated-tsn prepare videos/ out/ --flow dis --test-fraction 0.2 --val-fraction 0.1   # fast flow, own split
   gated-tsn prepare videos/ rgb_only/ --modality rgb                                   # frames only
 
-TV-L1 costs about 1 s per frame pair per CPU core at 340x256; DIS about 0.01 s."""
+At 340x256 on this project's 2-core CPU: OpenCV TV-L1 0.84 pairs/s on one core,
+tvl1-tf 4.5 pairs/s (with --workers 1: it uses every core itself), DIS 82
+pairs/s (benchmarks/flow.py)."""
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -75,7 +77,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--flow",
         choices=FLOW_METHODS,
         default="tvl1",
-        help="optical flow: tvl1 (OpenCV DualTVL1, TSN's, slow) or dis (fast) (default: %(default)s)",
+        help="optical flow: tvl1 (OpenCV's Dual TV-L1, TSN's; about 1 pair/s per CPU core), tvl1-tf (the "
+        "same TV-L1 in TensorFlow, batched, on the GPU when there is one; 0.006 px from OpenCV's) or dis "
+        "(fast, lower quality) (default: %(default)s)",
     )
     parser.add_argument(
         "--workers",

@@ -10,18 +10,23 @@ component, mapped linearly so that 128 means no motion:
     v = round(255 * (f + bound) / (2 * bound)),  clipped to [0, 255]
 
 DIS (``cv2.DISOpticalFlow``, medium preset) is offered as a much faster
-alternative (about 100x on a CPU) of somewhat lower quality.
+alternative (about 100x on a CPU) of somewhat lower quality. ``tvl1-tf`` is
+the same TV-L1 in TensorFlow (:class:`keras_gated_tsn.data.tvl1.TVL1Flow`),
+batched over frame pairs, on a GPU when TensorFlow sees one: OpenCV's flow to
+a mean end-point error of about 0.006 px (``benchmarks/README.md``).
 """
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+import functools
+from typing import Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
 __all__ = [
     "FLOW_METHODS",
+    "TensorFlowTVL1",
     "compute_flow",
     "create_flow_algorithm",
     "decode_flow",
@@ -29,7 +34,41 @@ __all__ = [
 ]
 
 #: The optical-flow methods :func:`create_flow_algorithm` knows.
-FLOW_METHODS = ("tvl1", "dis")
+FLOW_METHODS = ("tvl1", "dis", "tvl1-tf")
+
+#: Set in ``prepare``'s worker processes: one CPU core each, so the TensorFlow
+#: TV-L1 runs one pair at a time there instead of one per core.
+SINGLE_CORE = False
+
+
+class TensorFlowTVL1:
+    """:class:`keras_gated_tsn.data.tvl1.TVL1Flow` behind OpenCV's ``calc``.
+
+    ``calc(prev, next, None)`` as a ``cv2.DenseOpticalFlow`` (one pair), and
+    :meth:`calc_pairs` for many pairs in one call, which is how it is fast
+    (on the CPU one pair per core at once; on a GPU a batch per call).
+    ``pairs_per_call`` is how many pairs a caller should gather.
+    """
+
+    def __init__(self, single_core: bool = False):
+        from keras_gated_tsn.data.tvl1 import TVL1Flow
+
+        self.flow = TVL1Flow(threads=1) if single_core else TVL1Flow()
+        self.pairs_per_call = max(4 * self.flow.threads, self.flow.batch_size)
+
+    def calc(self, prev: np.ndarray, next: np.ndarray, flow=None) -> np.ndarray:  # noqa: A002 - cv2's names
+        """The flow of one pair, ``(H, W, 2)`` float32 (see :func:`compute_flow`)."""
+        return self.flow(prev[None], next[None])[0].numpy()
+
+    def calc_pairs(self, prevs: Sequence[np.ndarray], nexts: Sequence[np.ndarray]) -> np.ndarray:
+        """The flows of many pairs, ``(N, H, W, 2)`` float32."""
+        return self.flow(np.stack(prevs), np.stack(nexts)).numpy()
+
+
+@functools.lru_cache(maxsize=2)
+def _tensorflow_tvl1(single_core: bool) -> TensorFlowTVL1:
+    # One per process: it compiles once per frame size (10-20 s on a CPU).
+    return TensorFlowTVL1(single_core)
 
 
 def _check_method(method: str) -> str:
@@ -46,14 +85,16 @@ def create_flow_algorithm(method: str = "tvl1") -> "cv2.DenseOpticalFlow":
 
     Create it once per video (or per worker) and pass it to
     :func:`compute_flow` for every frame pair: construction allocates buffers.
-    The objects keep no state from one pair to the next.
+    The objects keep no state from one pair to the next. ``"tvl1-tf"`` gives
+    the process's one :class:`TensorFlowTVL1` (compiled once per frame size).
 
     Args:
         method: ``"tvl1"``: ``cv2.optflow.DualTVL1OpticalFlow_create()`` with
             OpenCV's defaults (tau 0.25, lambda 0.15, 5 scales, 5 warps), as
             TSN; about 1 s per 340x256 pair on one CPU core. ``"dis"``:
             ``cv2.DISOpticalFlow_create(DISOPTICAL_FLOW_PRESET_MEDIUM)``, about
-            10 ms per pair.
+            10 ms per pair. ``"tvl1-tf"``: :class:`TensorFlowTVL1`, the same
+            TV-L1 in TensorFlow (about 5 pairs/s on 2 CPU cores).
 
     Returns:
         A ``cv2.DenseOpticalFlow`` whose ``calc(prev, next, None)`` returns
@@ -65,6 +106,8 @@ def create_flow_algorithm(method: str = "tvl1") -> "cv2.DenseOpticalFlow":
     _check_method(method)
     if method == "tvl1":
         return cv2.optflow.DualTVL1OpticalFlow_create()
+    if method == "tvl1-tf":
+        return _tensorflow_tvl1(SINGLE_CORE)
     return cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
 
 

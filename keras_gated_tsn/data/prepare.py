@@ -441,33 +441,66 @@ def _imwrite(path: str, image: np.ndarray, params: Sequence[int]) -> None:
         raise OSError(f"cannot write {path}")
 
 
+class _FlowWriter:
+    """Computes, encodes and writes flow pairs as their frames arrive.
+
+    OpenCV's methods take one pair at a time; a batched method
+    (:class:`~keras_gated_tsn.data.flow.TensorFlowTVL1`) gets
+    ``pairs_per_call`` pairs at once, so at most that many pairs of frames
+    are held.
+    """
+
+    def __init__(self, folder: str, settings: ExtractionSettings, params: Sequence[int]):
+        self.folder, self.bound, self.params = folder, settings.bound, params
+        self.algorithm = flow_lib.create_flow_algorithm(settings.flow)  # once per video
+        self.batch = int(getattr(self.algorithm, "pairs_per_call", 1))
+        self.pending: list = []
+
+    def add(self, number: int, previous: np.ndarray, gray: np.ndarray) -> None:
+        """Flow pair ``number`` (1-based) from ``previous`` to ``gray``."""
+        self.pending.append((number, previous, gray))
+        if len(self.pending) >= self.batch:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        if self.batch > 1:
+            fields = self.algorithm.calc_pairs([p for _, p, _ in self.pending], [g for _, _, g in self.pending])
+        else:
+            fields = [flow_lib.compute_flow(p, g, algorithm=self.algorithm) for _, p, g in self.pending]
+        for (number, _, _), field in zip(self.pending, fields):
+            x, y = flow_lib.encode_flow(field, self.bound)
+            name_x, name_y = DEFAULT_LAYOUT.flow_names(number)
+            _imwrite(os.path.join(self.folder, name_x), x, self.params)
+            _imwrite(os.path.join(self.folder, name_y), y, self.params)
+        self.pending.clear()
+
+
 def _write_frames(path: str, folder: str, settings: ExtractionSettings) -> int:
     """Decodes ``path`` once, frame by frame, and writes frames (and flow) into ``folder``.
 
-    Only the previous grayscale frame is kept, so memory does not depend on
-    the video's length.
+    Only the previous grayscale frame is kept (a batched flow method: the
+    pairs of one call), so memory does not depend on the video's length.
     """
     params = [cv2.IMWRITE_JPEG_QUALITY, settings.jpeg_quality]
-    with_flow = settings.modality != "rgb"
-    algorithm = flow_lib.create_flow_algorithm(settings.flow) if with_flow else None  # once per video
+    flows = _FlowWriter(folder, settings, params) if settings.modality != "rgb" else None
     previous = None
     count = 0
     for count, frame in enumerate(iter_frames_bgr(path, settings.size), start=1):
         _imwrite(os.path.join(folder, DEFAULT_LAYOUT.rgb_name(count)), frame, params)
-        if not with_flow:
+        if flows is None:
             continue
         gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
         if previous is not None:
-            field = flow_lib.compute_flow(previous, gray, algorithm=algorithm)
-            x, y = flow_lib.encode_flow(field, settings.bound)
-            name_x, name_y = DEFAULT_LAYOUT.flow_names(count - 1)
-            _imwrite(os.path.join(folder, name_x), x, params)
-            _imwrite(os.path.join(folder, name_y), y, params)
+            flows.add(count - 1, previous, gray)
         previous = gray
-    if with_flow and count < 2:
-        raise VideoTooShortError(
-            path, f"only {count} frame decoded; at least 2 are needed for one flow pair"
-        )
+    if flows is not None:
+        flows.flush()
+        if count < 2:
+            raise VideoTooShortError(
+                path, f"only {count} frame decoded; at least 2 are needed for one flow pair"
+            )
     return count
 
 
@@ -598,7 +631,7 @@ def extract_snippets(
         frames, pairs, grays = {int(o) for o in offsets} | {total - 1}, set(), set()
     os.makedirs(dest, exist_ok=True)
     params = [cv2.IMWRITE_JPEG_QUALITY, settings.jpeg_quality]
-    algorithm = flow_lib.create_flow_algorithm(settings.flow) if with_flow else None
+    flows = _FlowWriter(dest, settings, params) if with_flow else None
     previous = None
     decoded = 0
     for index, frame in enumerate(iter_frames_bgr(path, settings.size)):
@@ -612,11 +645,10 @@ def extract_snippets(
             continue
         gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
         if previous is not None and index - 1 in pairs:
-            x, y = flow_lib.encode_flow(flow_lib.compute_flow(previous, gray, algorithm=algorithm), settings.bound)
-            name_x, name_y = DEFAULT_LAYOUT.flow_names(index)
-            _imwrite(os.path.join(dest, name_x), x, params)
-            _imwrite(os.path.join(dest, name_y), y, params)
+            flows.add(index, previous, gray)
         previous = gray
+    if flows is not None:
+        flows.flush()
     if decoded < total:
         raise VideoDecodeError(path, f"decoded {total} frames, then only {decoded} the second time")
     return total
@@ -788,6 +820,7 @@ def _extract_task(
 
 def _init_worker() -> None:
     cv2.setNumThreads(1)  # one process per core; OpenCV's own threads would oversubscribe
+    flow_lib.SINGLE_CORE = True  # the same for the TensorFlow TV-L1
     # Ctrl-C reaches the whole process group: the parent stops the workers itself,
     # so they print no KeyboardInterrupt traceback of their own.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

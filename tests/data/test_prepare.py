@@ -166,6 +166,17 @@ def test_tvl1_default_size_on_a_short_cut(tmp_path, sample_clips_dir):
     assert all(f.shape == (256, 340) and f.dtype == np.uint8 for f in flows)
     assert not (folder / "flow_x_00004.jpg").exists()
 
+    # The TensorFlow TV-L1, batched over the pairs: OpenCV's flow, as stored.
+    from keras_gated_tsn.data.flow import decode_flow
+
+    report = prepare.prepare_dataset(src, tmp_path / "out_tf", flow="tvl1-tf", progress=False)
+    assert report.records == [lists.VideoRecord("cut", 4, 0)]
+    other = tmp_path / "out_tf" / "frames" / "cut"
+    for i in (1, 2, 3):
+        ours, theirs = (decode_flow(*(cv2.imread(str(f / f"flow_{c}_0000{i}.jpg"), cv2.IMREAD_UNCHANGED)
+                                      for c in "xy")) for f in (other, folder))
+        assert np.linalg.norm(ours - theirs, axis=-1).mean() < 0.25
+
 
 def test_two_workers(tmp_path, sample_clips_dir, prepared):
     _, _, serial = prepared
@@ -238,7 +249,7 @@ def test_bad_sources(tmp_path, sample_clips_dir, capsys):
     src = _make_src(tmp_path / "src", sample_clips_dir, ["TrumanShow_wave_f_nm_np1_fr_med_26"])
     with pytest.raises(ValueError, match="inside the source"):
         prepare.prepare_dataset(src, src / "out", flow="dis", progress=False)
-    with pytest.raises(ValueError, match="'tvl1', 'dis'"):
+    with pytest.raises(ValueError, match="'tvl1', 'dis', 'tvl1-tf'"):
         prepare.prepare_dataset(src, tmp_path / "out", flow="farneback", progress=False)
     with pytest.raises(ValueError, match="workers"):
         prepare.prepare_dataset(src, tmp_path / "out", workers=0, progress=False)

@@ -11,19 +11,27 @@
 # ~/.keras/models/bn_inception_imagenet.weights.h5 (see weights/README.md), or
 # point IMAGENET at another backbone weights file. To start from TSN's released
 # UCF101 streams instead, set TSN_RGB and TSN_FLOW to their .caffemodel files.
-# Extraction with TV-L1 takes about a second per frame pair per CPU core: run it
-# on many cores (WORKERS).
+# Extraction with OpenCV's TV-L1 takes about a second per frame pair per CPU core:
+# run it on many cores (WORKERS), or set FLOW=tvl1-tf (the same TV-L1 in
+# TensorFlow, on the GPU when there is one; WORKERS=1 then). A killed extraction
+# goes on where it stopped when this script runs again.
 set -euo pipefail
 videos=${1:?UCF-101 folder}; splits=${2:?split files folder}; work=${3:-work}
 workers=${WORKERS:-$(nproc)}
+flow=${FLOW:-tvl1}
 imagenet=${IMAGENET:-imagenet}
 data="$work/data"
 
-gated-tsn prepare "$videos" "$data" --flow tvl1 --workers "$workers"
-# The authors validated (early stopping, lr schedule, the weight search) on the
-# test list; the fusion table marks what was tuned on it. For a held-out
-# validation set of your own streams use --val-fraction 0.1 instead.
-gated-tsn split "$data" --splits "$splits" --split 1 --val-from-test
+# Frames and flow, then the lists of the three official splits (data/splits/N/,
+# split 1 also as data/train.txt, val.txt, test.txt). The authors validated
+# (early stopping, lr schedule, the weight search) on the test list; the fusion
+# table marks what was tuned on it. For a held-out validation set of your own
+# streams use --val-fraction 0.1 instead.
+status=0
+gated-tsn prepare "$videos" "$data" --flow "$flow" --workers "$workers" --splits "$splits" --val-from-test \
+    || status=$?
+# 1: some videos could not be extracted (named in data/failed.txt); go on without them.
+[ "$status" -le 1 ] || exit "$status"
 
 # Stage 1: the TSN streams (K=3, batch 32, lr 1e-3 RGB / 5e-3 flow, partial BN,
 # cross-modality initialisation of the flow stream from the ImageNet RGB weights).

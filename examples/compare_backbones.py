@@ -23,10 +23,11 @@ method) as markdown and writes it as CSV.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
 import time
+
+import paper_tables
 
 METHODS = (("two-stream", 1), ("TSN", 3))
 COLUMNS = (("gated", "gated fusion"), ("weighted", "weighted ave"), ("sci", "SCI"))
@@ -54,12 +55,10 @@ def parse_args(argv=None):
 
 def run(args) -> list:
     from keras_gated_tsn.backbones import get_backbone
-    from keras_gated_tsn.datasets import prepare_sample_dataset
     from keras_gated_tsn.training.runner import run_algorithm1
 
-    out = os.path.abspath(args.out)
-    os.makedirs(out, exist_ok=True)
-    data_dir = str(prepare_sample_dataset(out, 16, (128, 96))) if args.smoke else args.data
+    out = paper_tables.output_folder(args, "compare_backbones")
+    data_dir = paper_tables.smoke_dataset(out) if args.smoke else args.data
     epochs = args.epochs or (1 if args.smoke else 80)
     frames = args.frames or (5 if args.smoke else 25)
     crops = args.crops or (1 if args.smoke else 10)
@@ -91,32 +90,16 @@ def run(args) -> list:
 
 
 def format_table(rows) -> str:
-    header = "| Architectures | " + " | ".join(title for _, title in COLUMNS) + " |"
-    lines = [header, "|---|" + "---:|" * len(COLUMNS)]
-    for row in rows:
-        cells = ["-" if row[name] is None else f"{row[name]:.2f}" for name, _ in COLUMNS]
-        lines.append(f"| {row['architecture']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return paper_tables.format_table(rows, ("architecture", "Architectures"), COLUMNS)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     start = time.time()
     rows = run(args)
-    from keras_gated_tsn.atomic import atomic_write
-
-    path = os.path.join(os.path.abspath(args.out), "table3.csv")
-
-    def write(handle):
-        writer = csv.DictWriter(handle, fieldnames=["architecture"] + [n for n, _ in COLUMNS] + ["minutes"])
-        writer.writeheader()
-        writer.writerows(rows)
-
-    atomic_write(path, write)
-    print(f"\nTable III layout (top-1 %, test videos):\n\n{format_table(rows)}\n\nwritten to {path}")
-    if args.smoke:
-        print(f"Smoke run on the embedded sample clips in {(time.time() - start) / 60:.1f} min: "
-              "it shows every row builds, trains and evaluates; its accuracies are not a result.")
+    path = paper_tables.write_csv(os.path.join(os.path.abspath(args.out), "table3.csv"), rows,
+                                  ["architecture"] + [n for n, _ in COLUMNS] + ["minutes"])
+    paper_tables.finish("Table III layout (top-1 %, test videos):", format_table(rows), path, args.smoke, start)
     return 0
 
 

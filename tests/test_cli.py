@@ -323,3 +323,28 @@ def test_split_of_a_dataset_without_official_files(tmp_path, capsys):
     assert "class 'jump' has 2 video(s)" in capsys.readouterr().err
     assert main(["split", str(tmp_path)]) == 2
     assert "give --splits" in capsys.readouterr().err
+
+
+def test_frames_of_another_tool_through_the_recorded_layout(shared_data, prepared_samples, trained_models,
+                                                              tmp_path, capsys):
+    """mmaction's dense-flow names (x_00001.jpg / y_00001.jpg) read by
+    evaluate once DATA/prepare.json names them; without it, the missing file
+    and the template are named."""
+    import shutil
+
+    paths, _ = trained_models
+    data = tmp_path / "data"
+    shutil.copytree(shared_data / "frames" / "tsn_layout_sample", data / "frames" / "tsn_layout_sample")
+    shutil.copy(prepared_samples / "classes.txt", data / "classes.txt")
+    (data / "test.txt").write_text("tsn_layout_sample 6 0\n")  # 5 flow pairs
+    argv = ["evaluate", "--data", str(data), "--list", str(data / "test.txt"), "--rgb", paths["rgb"], "--flow",
+            paths["flow"], "--out", str(tmp_path / "s.npz"), "--frames", "2", "--crops", "1", "--no-progress"]
+    assert main(argv) == 2
+    assert "flow_x_00005.jpg' does not exist" in capsys.readouterr().err
+    (data / "prepare.json").write_text('{"layout": {"flow_x": "x_{:05d}.jpg", "flow_y": "y_{:05d}.jpg"}}')
+    assert main(argv) == 0
+    scores = load_scores(tmp_path / "s.npz")
+    assert scores.video_ids.tolist() == ["tsn_layout_sample"] and np.isfinite(scores.flow).all()
+    (data / "prepare.json").write_text('{"layout": {"flow_x": "x_{}_{}.jpg"}}')
+    assert main(argv) == 2
+    assert "prepare.json" in capsys.readouterr().err

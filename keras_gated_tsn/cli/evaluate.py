@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from keras_gated_tsn.atomic import atomic_write
-    from keras_gated_tsn.data.layout import CLASSES_FILE, FRAMES_DIR
+    from keras_gated_tsn.data.layout import CLASSES_FILE, FRAMES_DIR, read_layout
     from keras_gated_tsn.data.lists import read_class_names
     from keras_gated_tsn.evaluation.metrics import score_report
     from keras_gated_tsn.evaluation.protocol import evaluate_to_file
@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         flow_model=prepared(args.flow, TSN),
         num_frames=args.frames, crops=args.crops, progress=args.progress,
         videos_per_batch=args.videos_per_batch, flush_every=args.flush_every, restart=args.restart,
-        run_identity=identity,
+        run_identity=identity, **read_layout(args.data).pipeline_templates(),
     )
     report = score_report(scores)
     report_path = metrics_path(args.out)

@@ -107,6 +107,11 @@ class FrameLayout:
         """The x and y file names of flow pair ``index`` (1-based)."""
         return self.flow_x.format(index), self.flow_y.format(index)
 
+    def pipeline_templates(self) -> dict:
+        """The templates as the keyword arguments of the tf.data pipelines
+        (``rgb_template``, ``flow_x_template``, ``flow_y_template``)."""
+        return {"rgb_template": self.rgb, "flow_x_template": self.flow_x, "flow_y_template": self.flow_y}
+
     @functools.cached_property
     def _affixes(self) -> Tuple[Tuple[str, str, str], ...]:
         return tuple((kind, *parse_template(getattr(self, kind))[:2]) for kind in ("rgb", "flow_x", "flow_y"))
@@ -126,3 +131,38 @@ class FrameLayout:
 
 #: What ``gated-tsn prepare`` writes (TSN's dense_flow names).
 DEFAULT_LAYOUT = FrameLayout()
+
+
+def read_layout(data_dir: str) -> FrameLayout:
+    """The frame-file layout of a prepared dataset: ``DATA/prepare.json``'s
+    ``"layout"`` (``{"rgb": ..., "flow_x": ..., "flow_y": ...}``, each key
+    optional), else :data:`DEFAULT_LAYOUT`.
+
+    ``gated-tsn prepare`` records its layout there. For frames written by
+    another tool, a ``prepare.json`` holding only the layout is enough, e.g.
+    ``{"layout": {"rgb": "img_{:05d}.jpg", "flow_x": "x_{:05d}.jpg",
+    "flow_y": "y_{:05d}.jpg"}}`` (mmaction's dense-flow names) or
+    ``{"layout": {"rgb": "{:06d}.jpg"}}``; ``train``, ``evaluate`` and
+    ``plot tsne`` then read them.
+
+    Raises:
+        ValueError: if the file is not JSON, its layout is not an object, or a
+            template has not exactly one integer field (naming the file).
+    """
+    import json
+    import os
+
+    path = os.path.join(data_dir, SETTINGS_FILE)
+    if not os.path.isfile(path):
+        return DEFAULT_LAYOUT
+    try:
+        with open(path, encoding="utf-8") as handle:
+            layout = json.load(handle).get("layout", {})
+        if not isinstance(layout, dict):
+            raise ValueError(f"'layout' must be an object, got {layout!r}")
+        unknown = sorted(set(layout) - {"rgb", "flow_x", "flow_y"})
+        if unknown:
+            raise ValueError(f"unknown layout keys {unknown}; expected rgb, flow_x, flow_y")
+        return FrameLayout(**{**dataclasses.asdict(DEFAULT_LAYOUT), **layout})
+    except (ValueError, AttributeError, TypeError) as error:
+        raise ValueError(f"{path}: {error}") from None

@@ -418,7 +418,7 @@ def run_stage(config: StageConfig, log: Callable[[str], None] = print) -> StageR
     import tensorflow as tf
 
     from keras_gated_tsn.data import pipeline
-    from keras_gated_tsn.data.layout import CLASSES_FILE, FRAMES_DIR, list_file
+    from keras_gated_tsn.data.layout import CLASSES_FILE, FRAMES_DIR, list_file, read_layout
     from keras_gated_tsn.data.lists import check_labels, read_class_names, read_list_file
     from keras_gated_tsn.precision import precision_scope
     from keras_gated_tsn.training import checkpoints, distribute
@@ -438,10 +438,11 @@ def run_stage(config: StageConfig, log: Callable[[str], None] = print) -> StageR
     val_records = read_list_file(val_list) if val_list else []
     # Every line against classes.txt and its frame folder, before any work (not a traceback in fit()).
     modality = "rgb+flow" if config.stage in ("gate", "joint") else config.stage
+    templates = read_layout(data_dir).pipeline_templates()  # other tools' frame names, from DATA/prepare.json
     for records, path in ((train_records, train_list), (val_records, val_list)):
         if records:
             check_labels(records, len(class_names), path)
-            pipeline.check_frame_folders(path, os.path.join(data_dir, FRAMES_DIR), modality)
+            pipeline.check_frame_folders(path, os.path.join(data_dir, FRAMES_DIR), modality, **templates)
 
     strategy = distribute.make_strategy(config.strategy)
     workers = distribute.workers_of(strategy)
@@ -510,7 +511,7 @@ def run_stage(config: StageConfig, log: Callable[[str], None] = print) -> StageR
             train_records, frames_root, modality, num_segments=config.num_segments, new_length=new_length,
             input_size=model.input_size, batch_size=batch, training=True, seed=seed, repeat=True,
             start_epoch=start_epoch, skip_batches=skip_batches, num_shards=workers.count,
-            shard_index=workers.index,
+            shard_index=workers.index, **templates,
         ))
 
     validation = validation_steps = None
@@ -518,7 +519,7 @@ def run_stage(config: StageConfig, log: Callable[[str], None] = print) -> StageR
         # Every worker scores the whole validation list (the metrics are ratios).
         validation = distributed(lambda: pipeline.make_dataset(
             val_records, frames_root, modality, num_segments=config.num_segments, new_length=new_length,
-            input_size=model.input_size, batch_size=batch // workers.count, training=False,
+            input_size=model.input_size, batch_size=batch // workers.count, training=False, **templates,
         ))
         if workers.replicas > 1:
             # A distributed dataset has no known length: without the count Keras

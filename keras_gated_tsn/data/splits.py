@@ -102,14 +102,7 @@ def load_split(
     """
     if isinstance(split, bool) or not isinstance(split, int) or split < 1:
         raise ValueError(f"split must be an int >= 1, got {split!r}")
-    split_dir = pathlib.Path(split_dir)
-    if not split_dir.is_dir():
-        raise FileNotFoundError(f"split folder {split_dir} does not exist")
-    if dataset is None:
-        dataset = _detect_dataset(split_dir)
-    elif not isinstance(dataset, str) or dataset.lower() not in DATASETS:
-        raise ValueError(f"dataset must be one of {DATASETS} or None, got {dataset!r}")
-    dataset = dataset.lower()
+    split_dir, dataset = _split_folder(split_dir, dataset)
     if dataset == "ucf101":
         return _load_ucf101(split_dir, split)
     return _load_hmdb51(split_dir, split)
@@ -308,14 +301,7 @@ def available_splits(split_dir: str | os.PathLike, dataset: Optional[str] = None
         ValueError: for an unknown ``dataset``, or both datasets' files and
             ``dataset`` None.
     """
-    folder = pathlib.Path(split_dir)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"split folder {folder} does not exist")
-    if dataset is None:
-        dataset = _detect_dataset(folder)
-    elif not isinstance(dataset, str) or dataset.lower() not in DATASETS:
-        raise ValueError(f"dataset must be one of {DATASETS} or None, got {dataset!r}")
-    dataset = dataset.lower()
+    folder, dataset = _split_folder(split_dir, dataset)
     numbers = set()
     for path in folder.iterdir():
         if dataset == "ucf101":
@@ -489,6 +475,18 @@ def read_failed_videos(path: str | os.PathLike) -> Dict[str, str]:
 
 # ---------------------------------------------------------------------------
 # Detection and file reading
+
+
+def _split_folder(split_dir, dataset: Optional[str]) -> Tuple[pathlib.Path, str]:
+    """The split folder as a path and its dataset, checked (detected when None)."""
+    folder = pathlib.Path(split_dir)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"split folder {folder} does not exist")
+    if dataset is None:
+        return folder, _detect_dataset(folder)
+    if not isinstance(dataset, str) or dataset.lower() not in DATASETS:
+        raise ValueError(f"dataset must be one of {DATASETS} or None, got {dataset!r}")
+    return folder, dataset.lower()
 
 
 def _detect_dataset(split_dir: pathlib.Path) -> str:

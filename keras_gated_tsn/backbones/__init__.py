@@ -1,20 +1,25 @@
 """Backbones with the keras.applications signature, registered by name.
 
-Each backbone module (``bn_inception``, ``caffenet``, ``vgg16``) defines its
-builder (``BNInception``, ``CaffeNet``, ``VGG16``), its ``FEATURE_LAYERS``
+Each backbone module (``bn_inception``, ``caffenet``, ``cnn_m_2048``,
+``vgg16``) defines its builder (``BNInception``, ``CaffeNet``, ``CNNM2048``,
+``VGG16``), its ``FEATURE_LAYERS``
 (layer name -> (channels, stride): the maps a gating ConvNet can start from),
 ``build_tail`` (the layers after a feature layer), ``preprocess_input`` and
 registers a :class:`~keras_gated_tsn.backbones.registry.BackboneSpec` that
-holds all of it. Everything else looks backbones up by name::
+holds all of it (``cnn_m_2048`` registers two: the two-stream paper's
+spatial net and, as ``cnn_m_2048_no_norm2``, its temporal net without
+``norm2``). Everything else looks backbones up by name::
 
     spec = keras_gated_tsn.backbones.get_backbone("vgg16")
     spec.builder(include_top=False, input_shape=(224, 224, 3))
     spec.default_fusion_layer, spec.feature_layers["block5_conv2"]
 """
 
-from keras_gated_tsn.backbones import bn_inception, caffenet, vgg16  # noqa: F401  (registers the specs)
+# Importing the modules registers their specs.
+from keras_gated_tsn.backbones import bn_inception, caffenet, cnn_m_2048, vgg16  # noqa: F401
 from keras_gated_tsn.backbones.bn_inception import BNInception
 from keras_gated_tsn.backbones.caffenet import CaffeNet
+from keras_gated_tsn.backbones.cnn_m_2048 import CNNM2048, CNNM2048NoNorm2
 from keras_gated_tsn.backbones.registry import (
     BackboneSpec,
     PretrainedFile,
@@ -38,6 +43,6 @@ def preprocess_input(x, backbone: str, modality: str = "rgb"):
 
 
 __all__ = [
-    "BNInception", "CaffeNet", "VGG16", "BackboneSpec", "PretrainedFile", "backbone_names", "get_backbone",
-    "preprocess_input", "register_backbone",
+    "BNInception", "CaffeNet", "CNNM2048", "CNNM2048NoNorm2", "VGG16", "BackboneSpec", "PretrainedFile",
+    "backbone_names", "get_backbone", "preprocess_input", "register_backbone",
 ]

@@ -12,7 +12,7 @@ SMALL = {"bn_inception": 32, "caffenet": 67, "vgg16": 32}
 
 
 def test_every_backbone_is_registered_once():
-    assert backbone_names() == ("bn_inception", "caffenet", "vgg16")
+    assert backbone_names() == ("bn_inception", "caffenet", "cnn_m_2048", "cnn_m_2048_no_norm2", "vgg16")
     for name in backbone_names():
         spec = get_backbone(name)
         assert spec.name == name and spec.default_fusion_layer in spec.feature_layers

@@ -45,7 +45,7 @@ def parse_args(argv=None):
     parser.add_argument("--input-size", type=int, help="crop side for every backbone (default: backbone's)")
     parser.add_argument("--backbone-weights", help="e.g. imagenet (see weights/README.md)")
     parser.add_argument("--frames", type=int, help="test snippets per video (default 25, --smoke 5)")
-    parser.add_argument("--crops", type=int, choices=(1, 5, 10), help="test crops (default 10, --smoke 1)")
+    parser.add_argument("--crops", type=int, choices=(1, 3, 5, 10), help="test crops (default 10, --smoke 1)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if not args.smoke and not args.data:

@@ -33,7 +33,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, streams: bool = Tru
     parser.add_argument("--backbone-weights", help="ImageNet start of streams and gate, e.g. imagenet "
                         "(see weights/README.md)")
     parser.add_argument("--frames", type=int, help="test snippets per video (default 25, --smoke 2)")
-    parser.add_argument("--crops", type=int, choices=(1, 5, 10), help="test crops (default 10, --smoke 1)")
+    parser.add_argument("--crops", type=int, choices=(1, 3, 5, 10), help="test crops (default 10, --smoke 1)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every stage (default 0)")
     if streams:
         parser.add_argument("--rgb", help="a trained RGB stream (.keras) to reuse instead of training one")

@@ -46,7 +46,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--rgb", help="RGB stream .keras (without --model)")
     parser.add_argument("--flow", help="flow stream .keras (without --model)")
     parser.add_argument("--frames", type=int_at_least(1), default=25, help="snippets per video (default 25)")
-    parser.add_argument("--crops", type=int, default=10, choices=(1, 5, 10), help="crops per snippet (default 10)")
+    parser.add_argument("--crops", type=int, default=10, choices=(1, 3, 5, 10), help="crops per snippet (default 10)")
     parser.add_argument(
         "--precision", default="float32", choices=PRECISIONS,
         help="dtype policy to score under (default float32; mixed_bfloat16 on a CPU with AMX / AVX512-BF16, "
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from keras_gated_tsn.atomic import atomic_write
-    from keras_gated_tsn.data.layout import CLASSES_FILE, FRAMES_DIR, read_layout
+    from keras_gated_tsn.data.layout import CLASSES_FILE, frames_source, read_layout
     from keras_gated_tsn.data.lists import read_class_names
     from keras_gated_tsn.evaluation.metrics import score_report
     from keras_gated_tsn.evaluation.protocol import evaluate_to_file
@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
             identity[f"{name}_file"] = [os.path.abspath(path), status.st_size, status.st_mtime_ns]
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     scores = evaluate_to_file(
-        args.out, args.list, os.path.join(args.data, FRAMES_DIR), class_names,
+        args.out, args.list, frames_source(args.data), class_names,
         gated_model=prepared(args.model, GatedTSN),
         rgb_model=prepared(args.rgb, TSN),
         flow_model=prepared(args.flow, TSN),

@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
                    if not value]
         if missing:
             raise ValueError(f"plot tsne needs {', '.join(missing)}")
-        from keras_gated_tsn.data.layout import CLASSES_FILE, FRAMES_DIR, read_layout
+        from keras_gated_tsn.data.layout import CLASSES_FILE, frames_source, read_layout
         from keras_gated_tsn.data.lists import read_class_names
         from keras_gated_tsn.evaluation.features import gating_features
         from keras_gated_tsn.models import GatedTSN
@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         sets = []
         for model_path in args.model:
             features, labels, _ = gating_features(load_model(model_path, GatedTSN), args.list,
-                                                  os.path.join(args.data, FRAMES_DIR), num_frames=args.frames,
+                                                  frames_source(args.data), num_frames=args.frames,
                                                   **read_layout(args.data).pipeline_templates())
             sets.append((features, labels))
         titles = args.titles or [os.path.basename(p) for p in args.model]

@@ -46,7 +46,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="class names, one per line (a dataset's classes.txt); default: the model's own")
     parser.add_argument("--top", type=int_at_least(1), default=5, help="classes to show (default 5)")
     parser.add_argument("--frames", type=int_at_least(1), default=25, help="snippets per video (default 25)")
-    parser.add_argument("--crops", type=int, default=10, choices=(1, 5, 10), help="crops per snippet (default 10)")
+    parser.add_argument("--crops", type=int, default=10, choices=(1, 3, 5, 10), help="crops per snippet (default 10)")
     parser.add_argument("--flow", choices=FLOW_METHODS, default="tvl1",
                         help="optical flow, as the training frames were extracted (default %(default)s)")
     parser.add_argument("--size", type=int_at_least(2), nargs=2, default=[340, 256], metavar=("W", "H"),

@@ -118,6 +118,20 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "(default: %(default)s)",
     )
     parser.add_argument(
+        "--format",
+        choices=("frames", "tfrecord"),
+        default="frames",
+        help="frames: the JPEG frame folders; tfrecord: also sharded TFRecord files in OUT/tfrecord/ "
+        "(read with interleaved parallel reads: for data on remote storage; train and evaluate read them "
+        "when OUT/frames/ is absent) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--shards",
+        type=int_at_least(1),
+        metavar="N",
+        help="with --format tfrecord: the number of shards (default: about 256 MiB each)",
+    )
+    parser.add_argument(
         "--no-progress",
         dest="progress",
         action="store_false",
@@ -128,7 +142,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Runs ``gated-tsn prepare`` and prints a summary.
+    """Runs ``gated-tsn prepare`` and prints a summary (then the lists and
+    TFRecord shards asked for).
 
     Returns:
         The exit status: 0 if every video is extracted, 1 if some failed
@@ -140,6 +155,8 @@ def run(args: argparse.Namespace) -> int:
     from keras_gated_tsn.data.splits import available_splits, load_split
 
     check_split_arguments(args)
+    if args.shards is not None and args.format != "tfrecord":
+        raise ValueError("--shards is for --format tfrecord")
     class_names = None
     if args.splits is not None:  # labels follow the official class list; bad split files fail before any work
         dataset, numbers = available_splits(args.splits, args.dataset)
@@ -171,4 +188,12 @@ def run(args: argparse.Namespace) -> int:
         failed = {os.path.splitext(os.path.basename(path))[0]: reason for path, reason in report.failed}
         for line in write_lists(args, args.out, failed=failed):
             print(line)
+    if args.format == "tfrecord":
+        from keras_gated_tsn.data.layout import FRAMES_DIR, TFRECORD_DIR
+        from keras_gated_tsn.data.tfrecord import write_tfrecords
+
+        target = os.path.join(args.out, TFRECORD_DIR)
+        index = write_tfrecords(os.path.join(args.out, FRAMES_DIR), report.records, target,
+                                num_shards=args.shards, modality=args.modality, overwrite=True)
+        print(f"wrote {len(index['shards'])} TFRecord shard(s) of {len(report.records)} videos to {target}")
     return 0 if report.ok else 1

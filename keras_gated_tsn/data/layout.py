@@ -32,6 +32,8 @@ ALL_LIST = "all.txt"
 SETTINGS_FILE = "prepare.json"
 #: The videos of the last ``prepare`` run that could not be extracted: ``<path>\t<reason>``.
 FAILED_LIST = "failed.txt"
+#: Sharded TFRecord copy of the frames (``prepare --format tfrecord``).
+TFRECORD_DIR = "tfrecord"
 #: Per-split lists of an official split: ``DATA/splits/<N>/train.txt`` ...
 SPLITS_DIR = "splits"
 #: Beside a split's lists: its videos that are not in them, ``<video>\t<train|test>\t<reason>``.
@@ -166,3 +168,19 @@ def read_layout(data_dir: str) -> FrameLayout:
         return FrameLayout(**{**dataclasses.asdict(DEFAULT_LAYOUT), **layout})
     except (ValueError, AttributeError, TypeError) as error:
         raise ValueError(f"{path}: {error}") from None
+
+
+def frames_source(data_dir: str) -> str:
+    """Where a prepared dataset's frames are read from: ``DATA/frames`` when
+    that folder exists, else the sharded TFRecord copy ``DATA/tfrecord``
+    (``prepare --format tfrecord``) when it exists (its ``index.json``), else
+    ``DATA/frames`` (whose absence the readers then report). So a dataset
+    copied to remote storage without its frame folders trains from its shards.
+    """
+    import os
+
+    frames = os.path.join(data_dir, FRAMES_DIR)
+    shards = os.path.join(data_dir, TFRECORD_DIR)
+    if not os.path.isdir(frames) and os.path.isfile(os.path.join(shards, "index.json")):
+        return shards
+    return frames

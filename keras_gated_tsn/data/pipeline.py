@@ -14,6 +14,12 @@ Two builders:
 * :func:`make_test_dataset` — one element per video with all views of the test
   protocol (25 uniformly spaced snippets x 10 crops, paper Sec. IV-A).
 
+Both read frame folders or the same frames stored as sharded TFRecord files
+(:mod:`~keras_gated_tsn.data.tfrecord`: pass the TFRecord folder, or a
+:class:`~keras_gated_tsn.data.tfrecord.TFRecordSource`, as ``frames_root``), and
+give the same elements in the same order from either: the same encoded bytes
+are decoded by the same graph.
+
 Everything per frame happens in the graph: paths are built with ``tf.strings``,
 frames decoded with ``tf.io.decode_jpeg``, sampling and transforms are
 TensorFlow ops (:mod:`~keras_gated_tsn.data.sampling`,
@@ -31,7 +37,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import tensorflow as tf
 
-from keras_gated_tsn.data import sampling, transforms
+from keras_gated_tsn.data import sampling, tfrecord, transforms
 from keras_gated_tsn.data.layout import DEFAULT_LAYOUT, parse_template
 from keras_gated_tsn.data.lists import VideoRecord, leaves_folder, read_list_file
 
@@ -40,15 +46,34 @@ FLOW_X_TEMPLATE = DEFAULT_LAYOUT.flow_x
 FLOW_Y_TEMPLATE = DEFAULT_LAYOUT.flow_y
 
 RecordsLike = Union[str, os.PathLike, Sequence[VideoRecord], Sequence[Tuple[str, int, int]]]
+#: A frame-folder root, a TFRecord folder (its path) or a :class:`~keras_gated_tsn.data.tfrecord.TFRecordSource`.
+FramesLike = Union[str, os.PathLike, tfrecord.TFRecordSource]
 
 
 # --------------------------------------------------------------------------------------
 # Construction-time checks.
 
 
+#: The frame-file kinds each modality reads.
+_KINDS = {"rgb": ("rgb",), "flow": ("flow_x", "flow_y"), "rgb+flow": ("rgb", "flow_x", "flow_y")}
+
+#: Training crops of grayscale (flow) frames are decoded as windows of the JPEG
+#: files (``tf.io.decode_and_crop_jpeg``: rows below the window are not decoded,
+#: the others only as far as needed) instead of decoded whole and then cut. A
+#: grayscale JPEG has no chroma to upsample, so a window's pixels are exactly
+#: those of the whole decode. (Colour frames are decoded whole and cut: a
+#: cropped colour decode upsamples the chroma differently at the window's edge,
+#: and with the margin that fixes it, it was no faster on 340x256 frames.)
+#: False decodes every frame whole, the reference the tests compare with.
+_DECODE_WINDOWS = True
+
+
+def _is_jpeg(template: str) -> bool:
+    return template.lower().endswith((".jpg", ".jpeg"))
+
+
 def _decoder(template: str):
-    lower = template.lower()
-    if lower.endswith((".jpg", ".jpeg")):
+    if _is_jpeg(template):
         return lambda data, channels: tf.io.decode_jpeg(data, channels=channels)
     return lambda data, channels: tf.io.decode_image(
         data, channels=channels, expand_animations=False
@@ -78,6 +103,52 @@ def _is_int(value) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
+def _check_fields(record: VideoRecord, at: str, modality: str) -> None:
+    """A record's label and frame count (both sources)."""
+    if not _is_int(record.label) or record.label < 0:
+        raise ValueError(f"{at}: label must be an int >= 0, got {record.label!r}")
+    if not _is_int(record.num_frames) or record.num_frames < 1:
+        raise ValueError(f"{at}: num_frames must be an int >= 1, got {record.num_frames!r}")
+    if modality != "rgb" and record.num_frames < 2:
+        raise ValueError(
+            f"{at}: {record.num_frames} frame has no flow pair, modality {modality!r} needs num_frames >= 2"
+        )
+
+
+def _check_tfrecord_records(
+    records: List[VideoRecord], list_file: Optional[str], source, modality: str
+) -> List[dict]:
+    """Every record against a TFRecord folder's index, before any work: the
+    folder stores the modality's kinds, and each video with at least the
+    frames the record counts. Returns the index entries."""
+    where = f" (list file {list_file!r})" if list_file else ""
+    if not records:
+        raise ValueError(f"no videos to read{where}")
+    missing = [kind for kind in _KINDS[modality] if kind not in source.kinds]
+    if missing:
+        raise ValueError(
+            f"{source.where} stores {source.modality!r} frames ({', '.join(source.kinds)}); modality "
+            f"{modality!r} also needs {', '.join(missing)}: write it with modality={modality!r} or 'rgb+flow'"
+        )
+    entries = []
+    for record in records:
+        at = record.where(list_file)
+        _check_fields(record, at, modality)
+        entry = source.entry(record.video)
+        if entry is None:
+            raise FileNotFoundError(
+                f"{at}: the video is not in {source.where} ({source.index['num_videos']} videos; "
+                f"see its {tfrecord.INDEX_FILE})"
+            )
+        if record.num_frames > entry["num_frames"]:
+            raise ValueError(
+                f"{at}: the list says {record.num_frames} frames but {source.where} stores "
+                f"{entry['num_frames']}; write the TFRecord folder again, or correct the list"
+            )
+        entries.append(entry)
+    return entries
+
+
 def _check_records(
     records: List[VideoRecord],
     list_file: Optional[str],
@@ -94,17 +165,10 @@ def _check_records(
         raise ValueError(f"no videos to read{where}")
     if not os.path.isdir(frames_root):
         raise FileNotFoundError(f"frames_root {frames_root!r} is not a folder")
-    kinds = {"rgb": ("rgb",), "flow": ("flow_x", "flow_y"), "rgb+flow": ("rgb", "flow_x", "flow_y")}[modality]
+    kinds = _KINDS[modality]
     for record in records:
         at = record.where(list_file)
-        if not _is_int(record.label) or record.label < 0:
-            raise ValueError(f"{at}: label must be an int >= 0, got {record.label!r}")
-        if not _is_int(record.num_frames) or record.num_frames < 1:
-            raise ValueError(f"{at}: num_frames must be an int >= 1, got {record.num_frames!r}")
-        if modality != "rgb" and record.num_frames < 2:
-            raise ValueError(
-                f"{at}: {record.num_frames} frame has no flow pair, modality {modality!r} needs num_frames >= 2"
-            )
+        _check_fields(record, at, modality)
         if leaves_folder(record.video):
             raise ValueError(f"{at}: the video name leaves the frames folder {frames_root!r}")
         folder = os.path.join(frames_root, record.video)
@@ -129,8 +193,8 @@ def _check_records(
 
 
 def check_frame_folders(
-    records_or_list_file: RecordsLike,
-    frames_root: Union[str, os.PathLike],
+    records_or_list_file: Optional[RecordsLike],
+    frames_root: FramesLike,
     modality: str,
     *,
     rgb_template: str = RGB_TEMPLATE,
@@ -146,11 +210,19 @@ def check_frame_folders(
     refused) and holds the last RGB frame (``rgb``) and flow pair (``flow``)
     its ``num_frames`` implies. One to three file checks per video.
 
+    With a TFRecord folder (:mod:`~keras_gated_tsn.data.tfrecord`) as
+    ``frames_root`` the records are checked against its index instead: it
+    stores the modality's kinds, and each video with at least ``num_frames``
+    frames (no file is opened but the index).
+
     Args:
-        records_or_list_file: a list file, or records.
-        frames_root: ``DATA/frames``.
+        records_or_list_file: a list file, or records (None: a TFRecord
+            folder's own videos).
+        frames_root: ``DATA/frames``, or a TFRecord folder (its path or a
+            :class:`~keras_gated_tsn.data.tfrecord.TFRecordSource`).
         modality: ``"rgb"``, ``"flow"`` or ``"rgb+flow"``.
-        rgb_template, flow_x_template, flow_y_template: file-name templates.
+        rgb_template, flow_x_template, flow_y_template: file-name templates
+            (frame folders; a TFRecord folder knows its own).
 
     Returns:
         The records.
@@ -159,10 +231,20 @@ def check_frame_folders(
         ValueError, FileNotFoundError: naming the list file and line, the
             video, and what is missing (with the count the folder holds).
     """
-    records, list_file = _as_records(records_or_list_file)
     templates = {"rgb": rgb_template, "flow_x": flow_x_template, "flow_y": flow_y_template}
     if modality not in ("rgb", "flow", "rgb+flow"):
         raise ValueError(f"modality must be 'rgb', 'flow' or 'rgb+flow', got {modality!r}")
+    source = tfrecord.as_source(frames_root)
+    if source is not None:
+        if records_or_list_file is None:
+            records, list_file = source.records(), None
+        else:
+            records, list_file = _as_records(records_or_list_file)
+        _check_tfrecord_records(records, list_file, source, modality)
+        return records
+    if records_or_list_file is None:
+        raise ValueError("records_or_list_file is None: only a TFRecord folder lists its own videos")
+    records, list_file = _as_records(records_or_list_file)
     _check_records(records, list_file, os.fspath(frames_root), modality, templates)
     return records
 
@@ -191,74 +273,152 @@ def _check_common(modality, input_size, new_length, num_parallel_calls):
 
 
 class _Reader:
-    """Builds file paths and decodes a video's snippets inside the graph."""
+    """Reads a video's encoded frame files and decodes its snippets inside the graph.
 
-    def __init__(
-        self, modality: str, new_length: int, rgb_template, flow_x_template, flow_y_template
-    ):
+    The encoded files come from the video's folder (``payload`` = its path, with
+    a trailing separator) or from its TFRecord (``payload`` = the serialized
+    ``tf.train.Example``, :mod:`~keras_gated_tsn.data.tfrecord`); decoding is
+    the same for both, so both give the same pixels.
+    """
+
+    def __init__(self, modality: str, new_length: int, templates: Dict[str, str], source=None):
         self.modality = modality
         self.new_length = new_length
-        self.templates = {
-            "rgb": rgb_template,
-            "flow_x": flow_x_template,
-            "flow_y": flow_y_template,
-        }
+        self.templates = dict(templates)
+        self.source = source
+        self.kinds = _KINDS[modality]
         self.parsed = {k: parse_template(t) for k, t in self.templates.items()}
         self.decoders = {k: _decoder(t) for k, t in self.templates.items()}
+        self.jpeg = {k: _is_jpeg(t) for k, t in self.templates.items()}
+
+    def fetch(self, elements: tf.data.Dataset, deterministic: bool) -> tf.data.Dataset:
+        """Elements ``(*location, *rest)`` -> ``(payload, *rest)``: identity for
+        folders; for TFRecords the record reads, in flight across the shards
+        (:meth:`~keras_gated_tsn.data.tfrecord.TFRecordSource.read`)."""
+        return elements if self.source is None else self.source.read(elements, deterministic)
 
     def _paths(self, video_dir, kind: str, indices) -> tf.Tensor:
         prefix, suffix, width, fill = self.parsed[kind]
         numbers = tf.strings.as_string(indices + 1, width=width, fill=fill)
         return tf.strings.join([video_dir, prefix, numbers, suffix])
 
-    def _decode(self, video_dir, kind: str, indices, channels: int) -> List[tf.Tensor]:
-        """Decodes files ``indices`` (static shape, flattened) -> list of uint8 (H, W, channels)."""
-        paths = self._paths(video_dir, kind, tf.reshape(indices, [-1]))
-        count = int(np.prod(indices.shape))
-        decode = self.decoders[kind]
-        return [decode(tf.io.read_file(paths[i]), channels) for i in range(count)]
-
-    def read(self, video_dir, indices) -> Dict[str, tf.Tensor]:
-        """Reads the snippets at ``indices`` (int32 (F, L), 0-based items).
+    def encoded(self, payload, indices) -> Dict[str, List[tf.Tensor]]:
+        """The encoded files of the snippets at ``indices`` (int32 (F, L), 0-based items).
 
         Returns:
-            ``{"rgb": uint8 (F, H, W, 3 or 3L)}`` and/or
-            ``{"flow": uint8 (F, H, W, 2L)}`` (x1, y1, x2, y2, ...).
+            ``{kind: [tf.string scalar, ...]}`` for the modality's kinds, snippet-major:
+            ``rgb`` F·L files (``"rgb"``) or F (the first of each flow stack,
+            ``"rgb+flow"``); ``flow_x`` and ``flow_y`` F·L files each.
         """
-        frames, length = indices.shape[0], self.new_length
+        stored = self.source.parse(payload, self.kinds) if self.source is not None else None
         out = {}
-        if self.modality == "rgb":
-            rgb = self._decode(video_dir, "rgb", indices, 3)  # F*L of (H, W, 3)
-            if length > 1:
-                rgb = [
-                    tf.concat(rgb[f * length : (f + 1) * length], axis=-1) for f in range(frames)
-                ]
-            out["rgb"] = tf.stack(rgb)
-        if self.modality == "rgb+flow":
-            # The RGB frame of a snippet is the first frame of its flow stack.
-            out["rgb"] = tf.stack(self._decode(video_dir, "rgb", indices[:, 0], 3))
-        if self.modality in ("flow", "rgb+flow"):
-            fx = self._decode(video_dir, "flow_x", indices, 1)  # F*L of (H, W, 1)
-            fy = self._decode(video_dir, "flow_y", indices, 1)
-            stacks = []
-            for f in range(frames):
-                planes = []
-                for i in range(f * length, (f + 1) * length):
-                    planes += [fx[i], fy[i]]
-                stacks.append(tf.concat(planes, axis=-1))  # (H, W, 2L): x1, y1, x2, y2, ...
-            out["flow"] = tf.stack(stacks)
+        for kind in self.kinds:
+            items = indices[:, 0] if kind == "rgb" and self.modality == "rgb+flow" else indices
+            count = int(np.prod(items.shape))
+            flat = tf.reshape(items, [-1])
+            # (tf.unstack: one op for all files, where indexing is one per file.)
+            if stored is None:
+                paths = self._paths(payload, kind, flat)
+                out[kind] = [tf.io.read_file(path) for path in tf.unstack(paths, num=count)]
+            else:
+                out[kind] = tf.unstack(tf.gather(stored[kind], flat), num=count)
         return out
 
+    # ---------------------------------------------------------------- assembling groups
 
-def _sources(records_or_list_file, frames_root, modality, new_length, *templates):
-    """Checked records, their reader, frame folders and item counts (both builders)."""
-    frames_root = os.fspath(frames_root)
-    records, list_file = _as_records(records_or_list_file)
-    reader = _Reader(modality, new_length, *templates)
-    _check_records(records, list_file, frames_root, modality, reader.templates)
-    dirs = [os.path.join(frames_root, r.video) + os.sep for r in records]
+    def _rgb(self, frames: List[tf.Tensor]) -> tf.Tensor:
+        """F·L frames (h, w, 3) -> uint8 (F, h, w, 3L), frames of a snippet concatenated."""
+        length = self.new_length if self.modality == "rgb" else 1
+        if length > 1:
+            frames = [tf.concat(frames[f : f + length], axis=-1) for f in range(0, len(frames), length)]
+        return tf.stack(frames)
+
+    def _flow(self, xs: List[tf.Tensor], ys: List[tf.Tensor]) -> tf.Tensor:
+        """F·L x and y planes (h, w, 1) -> uint8 (F, h, w, 2L), channels x1, y1, x2, y2, ...
+
+        Stacked plane after plane, then one transpose to interleave them (a
+        concat along the last axis of 1-channel planes copies byte by byte,
+        several times slower)."""
+        planes = [plane for pair in zip(xs, ys) for plane in pair]
+        stacked = tf.stack(planes)  # (F * 2L, h, w, 1): x1, y1, x2, y2, ... of snippet 0, then 1, ...
+        shape = tf.shape(stacked)
+        channels = 2 * self.new_length
+        snippets = len(xs) // self.new_length
+        grouped = tf.reshape(stacked, [snippets, channels, shape[1] * shape[2]])
+        return tf.reshape(tf.transpose(grouped, [0, 2, 1]), [snippets, shape[1], shape[2], channels])
+
+    def decode(self, encoded: Dict[str, List[tf.Tensor]]) -> Dict[str, tf.Tensor]:
+        """Whole frames: ``{"rgb": uint8 (F, H, W, 3 or 3L)}`` and/or ``{"flow": uint8 (F, H, W, 2L)}``."""
+        out = {}
+        if "rgb" in encoded:
+            out["rgb"] = self._rgb([self.decoders["rgb"](data, 3) for data in encoded["rgb"]])
+        if "flow_x" in encoded:
+            out["flow"] = self._flow(
+                [self.decoders["flow_x"](data, 1) for data in encoded["flow_x"]],
+                [self.decoders["flow_y"](data, 1) for data in encoded["flow_y"]],
+            )
+        return out
+
+    def size(self, encoded: Dict[str, List[tf.Tensor]], group: str) -> tf.Tensor:
+        """``(H, W)`` int32 of a group's frames, from the first file's header (JPEG) or its decode."""
+        kind = "rgb" if group == "rgb" else "flow_x"
+        data = encoded[kind][0]
+        if self.jpeg[kind]:
+            return tf.io.extract_jpeg_shape(data)[:2]
+        return tf.shape(self.decoders[kind](data, 3 if kind == "rgb" else 1))[:2]
+
+    def decode_window(self, encoded: Dict[str, List[tf.Tensor]], group: str, box) -> tf.Tensor:
+        """The same window ``box`` = int32 (y, x, h, w) of every frame of a group:
+        uint8 (F, h, w, C), equal to :meth:`decode` followed by slicing ``box``.
+
+        Grayscale JPEG windows are decoded alone (``tf.io.decode_and_crop_jpeg``,
+        see ``_DECODE_WINDOWS``); colour frames are decoded whole and cut."""
+        box = tf.cast(box, tf.int32)
+        begin = tf.concat([box[:2], [0]], 0)
+        size = tf.concat([box[2:], [-1]], 0)
+
+        def window(kind, data, channels):
+            if channels == 1 and self.jpeg[kind]:
+                return tf.io.decode_and_crop_jpeg(data, box, channels=1)
+            return tf.slice(self.decoders[kind](data, channels), begin, size)
+
+        if group == "rgb":
+            return self._rgb([window("rgb", data, 3) for data in encoded["rgb"]])
+        return self._flow(
+            [window("flow_x", data, 1) for data in encoded["flow_x"]],
+            [window("flow_y", data, 1) for data in encoded["flow_y"]],
+        )
+
+
+def _sources(records_or_list_file, frames_root, modality, new_length, templates):
+    """Checked records, their reader, the location columns of their frames and
+    their item counts (both builders).
+
+    Location columns: ``(video_dir,)`` for frame folders; ``(shard file,
+    offset, length)`` for a TFRecord folder."""
+    source = tfrecord.as_source(frames_root)
+    if source is None:
+        if records_or_list_file is None:
+            raise ValueError(
+                "records_or_list_file is None: only a TFRecord folder lists its own videos; give a list "
+                "file or records to read frame folders"
+            )
+        frames_root = os.fspath(frames_root)
+        records, list_file = _as_records(records_or_list_file)
+        reader = _Reader(modality, new_length, templates)
+        _check_records(records, list_file, frames_root, modality, reader.templates)
+        locations = (tf.constant([os.path.join(frames_root, r.video) + os.sep for r in records]),)
+    else:
+        if records_or_list_file is None:
+            records, list_file = source.records(), None
+        else:
+            records, list_file = _as_records(records_or_list_file)
+        reader = _Reader(modality, new_length, {**templates, **source.templates}, source)
+        entries = _check_tfrecord_records(records, list_file, source, modality)
+        files, offsets, lengths = zip(*(source.location(entry) for entry in entries))
+        locations = (tf.constant(files), tf.constant(offsets, tf.int64), tf.constant(lengths, tf.int64))
     counts = [sampling.num_items(r.num_frames, modality) for r in records]
-    return records, reader, dirs, counts
+    return records, reader, locations, counts
 
 
 def _epoch_indexed(columns, seed, shuffle, batch_size, start_epoch, skip_batches, num_shards, shard_index,
@@ -314,8 +474,8 @@ def _channels(modality: str, new_length: int) -> Dict[str, int]:
 
 
 def make_dataset(
-    records_or_list_file: RecordsLike,
-    frames_root: Union[str, os.PathLike],
+    records_or_list_file: Optional[RecordsLike],
+    frames_root: FramesLike,
     modality: str,
     *,
     num_segments: int = 3,
@@ -357,8 +517,18 @@ def make_dataset(
     Args:
         records_or_list_file: a list file (``<video> <num_frames> <label>``) or
             a sequence of :class:`~keras_gated_tsn.data.lists.VideoRecord` (or
-            ``(video, num_frames, label)`` tuples).
-        frames_root: folder holding one folder of frames per video.
+            ``(video, num_frames, label)`` tuples). None with a TFRecord
+            ``frames_root``: the videos it stores, in write order.
+        frames_root: folder holding one folder of frames per video, or a
+            TFRecord folder written by
+            :func:`~keras_gated_tsn.data.tfrecord.write_tfrecords` (recognised
+            by its ``index.json``; a local path or a ``gs://``-style URL), or a
+            :class:`~keras_gated_tsn.data.tfrecord.TFRecordSource` (to set its
+            read options). The records are then looked up by video name in
+            its index (a list may name a subset, in any order, with up to the
+            stored frame counts), and the elements are those the frame folders
+            would give, in the same order: each record is read at its byte
+            offset, so no order is lost to streaming.
         modality: ``"rgb"``, ``"flow"`` or ``"rgb+flow"``.
         num_segments: K >= 1.
         new_length: snippet length; default 1 for ``"rgb"``, 5 (L) for flow and
@@ -375,7 +545,8 @@ def make_dataset(
         scale_size: evaluation shorter side before the centre crop; default
             ``round(input_size * 256 / 224)``.
         rgb_template, flow_x_template, flow_y_template: file names with one
-            integer field (1-based), e.g. ``"img_{:05d}.jpg"``, ``"{:06d}.jpg"``.
+            integer field (1-based), e.g. ``"img_{:05d}.jpg"``, ``"{:06d}.jpg"``
+            (frame folders; a TFRecord folder records its own).
         num_parallel_calls: parallelism of the decoding map (AUTOTUNE default).
         prefetch: batches to prefetch (AUTOTUNE default; None or 0: none).
         drop_remainder: drop a last partial batch (static batch dimension).
@@ -417,7 +588,12 @@ def make_dataset(
             negative or non-int label, or a one-frame video in a flow modality.
         FileNotFoundError: if ``frames_root``, the list file, a video's folder
             (the message names the video and the list file) or the first
-            video's first frame (a template mismatch) does not exist.
+            video's first frame (a template mismatch) does not exist; for a
+            TFRecord folder, if its index or a shard is missing or a video is
+            not stored.
+        ValueError: for a TFRecord folder, also if it does not store the
+            modality's frames, stores fewer frames of a video than listed,
+            or a shard's size differs from its index.
     """
     input_size, new_length = _check_common(modality, input_size, new_length, num_parallel_calls)
     num_segments = transforms._check_size("num_segments", num_segments)
@@ -446,12 +622,10 @@ def make_dataset(
     if batch_size % num_shards:
         raise ValueError(f"the global batch of {batch_size} videos does not split over {num_shards} shards")
 
-    records, reader, dirs, counts = _sources(
-        records_or_list_file, frames_root, modality, new_length,
-        rgb_template, flow_x_template, flow_y_template,
-    )
+    templates = {"rgb": rgb_template, "flow_x": flow_x_template, "flow_y": flow_y_template}
+    records, reader, locations, counts = _sources(records_or_list_file, frames_root, modality, new_length, templates)
     labels = [r.label for r in records]
-    columns = (tf.constant(dirs), tf.constant(counts, tf.int32), tf.constant(labels, tf.int32))
+    columns = locations + (tf.constant(counts, tf.int32), tf.constant(labels, tf.int32))
     if indexed:
         epochs, epoch_elements = _epoch_indexed(
             columns, seed, shuffle, batch_size, start_epoch, skip_batches, num_shards, shard_index,
@@ -469,46 +643,61 @@ def make_dataset(
             randoms = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
             ds = tf.data.Dataset.zip((ds, randoms)).map(lambda r, key: (*r, key))
         else:
-            ds = ds.map(lambda d, n, y: (d, n, y, tf.constant(0, tf.int64)))
+            ds = ds.map(lambda *r: (*r, tf.constant(0, tf.int64)))
 
     channels = _channels(modality, new_length)
     flip_prob = float(flip_prob)
 
-    def load(video_dir, n, label, key):
+    groups = ("rgb",) if modality == "rgb" else ("flow",) if modality == "flow" else ("rgb", "flow")
+
+    def load(payload, n, label, key):
         if training:
             seeds = [tf.stack([key, tf.constant(i, tf.int64)]) for i in range(3)]
             offsets = sampling.train_offsets_tf(n, num_segments, new_length, seeds[0])
         else:
             offsets = sampling.test_offsets_tf(n, num_segments, new_length)
         indices = sampling.snippet_indices_tf(offsets, n, new_length)
-        groups = reader.read(video_dir, indices)
-        reference = "rgb" if "rgb" in groups else "flow"
-        ref_hw = tf.shape(groups[reference])[1:3]
+        encoded = reader.encoded(payload, indices)
+        out = {}
         if training:
+            # The crop is drawn on the first group's frame size (rgb if read) and
+            # mapped onto the other's; then each group's window is decoded (the
+            # same pixels as decoding whole frames and cutting), resized and flipped.
+            # A group's frame size is its first file's (one size per video, as
+            # prepare writes them; a smaller frame fails its window's decode).
+            if _DECODE_WINDOWS:
+                sizes = {group: reader.size(encoded, group) for group in groups}
+            else:
+                frames = reader.decode(encoded)
+                sizes = {group: tf.shape(frames[group])[1:3] for group in groups}
+            ref_hw = sizes[groups[0]]
             box = transforms.sample_multiscale_crop_tf(
                 ref_hw[0], ref_hw[1], input_size, seeds[1], scales, max_distort
             )
             do_flip = tf.random.stateless_uniform([], seeds[2], dtype=tf.float32) < flip_prob
-        out = {}
-        for kind, frames in groups.items():
-            if training:
-                kind_box = transforms.rescale_box(box, ref_hw, tf.shape(frames)[1:3])
-                frames = transforms.crop_and_resize(frames, kind_box, input_size)
-                is_flow = kind == "flow"
-                frames = tf.cond(
-                    do_flip, lambda f=frames, fl=is_flow: transforms.flip(f, fl), lambda f=frames: f
+            for group in groups:
+                # (The reference group's own box needs no mapping.)
+                kind_box = box if group == groups[0] else transforms.rescale_box(box, ref_hw, sizes[group])
+                if _DECODE_WINDOWS:
+                    window = reader.decode_window(encoded, group, kind_box)
+                    x = transforms.crop_and_resize(window, tf.concat([[0, 0], kind_box[2:]], 0), input_size)
+                else:
+                    x = transforms.crop_and_resize(frames[group], kind_box, input_size)
+                x = tf.cond(
+                    do_flip, lambda f=x, fl=group == "flow": transforms.flip(f, fl), lambda f=x: f
                 )
-            else:
-                frames = transforms.center_crop(frames, input_size, scale_size)
-            out[kind] = tf.ensure_shape(
-                frames, [num_segments, input_size, input_size, channels[kind]]
-            )
+                out[group] = tf.ensure_shape(x, [num_segments, input_size, input_size, channels[group]])
+        else:
+            for group, frames in reader.decode(encoded).items():
+                x = transforms.center_crop(frames, input_size, scale_size)
+                out[group] = tf.ensure_shape(x, [num_segments, input_size, input_size, channels[group]])
         return _output(out, modality), label
 
     # Seeded or evaluation: elements in order. Unseeded training: any order (faster).
     deterministic = seed is not None or not training
 
     def batches(elements):
+        elements = reader.fetch(elements, deterministic)
         elements = elements.map(load, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
         return elements.batch(batch_size, drop_remainder=drop_remainder or num_shards > 1)
 
@@ -520,8 +709,8 @@ def make_dataset(
 
 
 def make_test_dataset(
-    records_or_list_file: RecordsLike,
-    frames_root: Union[str, os.PathLike],
+    records_or_list_file: Optional[RecordsLike],
+    frames_root: FramesLike,
     modality: str,
     *,
     num_frames: int = 25,
@@ -547,9 +736,11 @@ def make_test_dataset(
 
     Args:
         records_or_list_file, frames_root, modality, new_length, input_size,
-        scale_size, templates, num_parallel_calls: as in :func:`make_dataset`.
+        scale_size, templates, num_parallel_calls: as in :func:`make_dataset`
+            (``frames_root`` may be a TFRecord folder: the same elements, in
+            the same order).
         num_frames: snippets per video (25 in the paper).
-        crops: views per snippet: 10 (paper), 5 or 1 (centre only).
+        crops: views per snippet: 10 (paper), 5, 3 (along the longer side) or 1 (centre only).
         prefetch: videos to prefetch (default 1; elements are large:
             25 x 10 x 224 x 224 x 10 bytes = 125 MB for flow).
 
@@ -560,40 +751,40 @@ def make_test_dataset(
         ``c`` = 5..9 mirror 0..4), C = 3 (rgb), 2L (flow), or the dict
         ``{"rgb": (V, 1, S, S, 3), "flow": (V, 1, S, S, 2L)}``; the axis of size
         1 is the segment axis, so a model with K = 1 scores each view.
-        ``label`` int32 scalar, ``video`` tf.string scalar (its folder name).
+        ``label`` int32 scalar, ``video`` tf.string scalar (its folder name;
+        the records' order, which for ``records_or_list_file=None`` and a
+        TFRecord folder is its write order).
 
     Raises:
         ValueError, FileNotFoundError: as :func:`make_dataset`, and on ``crops``
-            not in (1, 5, 10).
+            not in (1, 3, 5, 10).
     """
     input_size, new_length = _check_common(modality, input_size, new_length, num_parallel_calls)
     num_frames = transforms._check_size("num_frames", num_frames)
-    if crops not in (1, 5, 10):
-        raise ValueError(f"crops must be 1, 5 or 10, got {crops!r}")
+    if crops not in (1, 3, 5, 10):
+        raise ValueError(f"crops must be 1, 3, 5 or 10, got {crops!r}")
     scale_size = transforms.default_scale_size(input_size) if scale_size is None else scale_size
     transforms._check_size("scale_size", scale_size)
     if scale_size < input_size:
         raise ValueError(f"scale_size must be >= input_size {input_size}, got {scale_size}")
 
-    records, reader, dirs, counts = _sources(
-        records_or_list_file, frames_root, modality, new_length,
-        rgb_template, flow_x_template, flow_y_template,
-    )
+    templates = {"rgb": rgb_template, "flow_x": flow_x_template, "flow_y": flow_y_template}
+    records, reader, locations, counts = _sources(records_or_list_file, frames_root, modality, new_length, templates)
     ds = tf.data.Dataset.from_tensor_slices(
-        (
-            tf.constant(dirs),
+        locations + (
             tf.constant(counts, tf.int32),
             tf.constant([r.label for r in records], tf.int32),
             tf.constant([r.video for r in records]),
         )
     )
+    ds = reader.fetch(ds, deterministic=True)
     channels = _channels(modality, new_length)
     views = num_frames * crops
 
-    def load(video_dir, n, label, video):
+    def load(payload, n, label, video):
         offsets = sampling.test_offsets_tf(n, num_frames, new_length)
         indices = sampling.snippet_indices_tf(offsets, n, new_length)
-        groups = reader.read(video_dir, indices)
+        groups = reader.decode(reader.encoded(payload, indices))
         out = {}
         for kind, frames in groups.items():
             x = transforms.oversample(

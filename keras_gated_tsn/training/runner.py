@@ -98,7 +98,7 @@ def run_algorithm1(
         ValueError, FileNotFoundError: from the stages (bad options, missing
             files), or for an unknown stage.
     """
-    from keras_gated_tsn.data.layout import CLASSES_FILE, FRAMES_DIR, list_file
+    from keras_gated_tsn.data.layout import CLASSES_FILE, frames_source, list_file
     from keras_gated_tsn.data.lists import read_class_names
     from keras_gated_tsn.evaluation.protocol import evaluate
     from keras_gated_tsn.evaluation.scores import save_scores
@@ -145,7 +145,7 @@ def run_algorithm1(
         log(f"\n[{step}/{total}] gated-tsn evaluate: {list_file(name)}, {test_frames} frames x {test_crops} crops "
             "per video")
         loaded[name] = evaluate(
-            os.path.join(data_dir, list_file(name)), os.path.join(data_dir, FRAMES_DIR), class_names,
+            os.path.join(data_dir, list_file(name)), frames_source(data_dir), class_names,
             num_frames=test_frames, crops=test_crops, progress=progress, **models,
         )
         result.scores[name] = save_scores(os.path.join(scores_dir, f"{name}.npz"), loaded[name])

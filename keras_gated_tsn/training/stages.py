@@ -418,7 +418,7 @@ def run_stage(config: StageConfig, log: Callable[[str], None] = print) -> StageR
     import tensorflow as tf
 
     from keras_gated_tsn.data import pipeline
-    from keras_gated_tsn.data.layout import CLASSES_FILE, FRAMES_DIR, list_file, read_layout
+    from keras_gated_tsn.data.layout import CLASSES_FILE, frames_source, list_file, read_layout
     from keras_gated_tsn.data.lists import check_labels, read_class_names, read_list_file
     from keras_gated_tsn.precision import precision_scope
     from keras_gated_tsn.training import checkpoints, distribute
@@ -442,7 +442,7 @@ def run_stage(config: StageConfig, log: Callable[[str], None] = print) -> StageR
     for records, path in ((train_records, train_list), (val_records, val_list)):
         if records:
             check_labels(records, len(class_names), path)
-            pipeline.check_frame_folders(path, os.path.join(data_dir, FRAMES_DIR), modality, **templates)
+            pipeline.check_frame_folders(path, frames_source(data_dir), modality, **templates)
 
     strategy = distribute.make_strategy(config.strategy)
     workers = distribute.workers_of(strategy)
@@ -492,7 +492,7 @@ def run_stage(config: StageConfig, log: Callable[[str], None] = print) -> StageR
             layer.synchronized = True
     modality = "rgb+flow" if gated else model.modality
     new_length = model.new_length if gated else model.snippet_length
-    frames_root = os.path.join(data_dir, FRAMES_DIR)
+    frames_root = frames_source(data_dir)
     local_replicas = workers.replicas // workers.count
 
     def distributed(make):

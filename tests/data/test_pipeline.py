@@ -365,3 +365,61 @@ def test_shards_together_are_the_single_process_batches(layout):
         make(num_shards=3, shard_index=0)
     with pytest.raises(ValueError, match="need training=True and a seed"):
         pipeline.make_dataset(records, layout["frames"], "rgb", skip_batches=1)
+
+
+# ------------------------------------------------------------------ the fast paths change no pixel
+
+
+@pytest.mark.parametrize("modality", ["rgb", "flow", "rgb+flow"])
+def test_window_decoding_gives_the_batches_of_whole_frames(layout, modality, monkeypatch):
+    """Training crops decoded as windows of the grayscale (flow) JPEGs, colour frames
+    cut after decoding: exactly the batches of decoding every frame whole and
+    cutting the stack, over the crop sizes, positions and flips the seed draws."""
+    records = [VideoRecord("full", 6, i) for i in range(6)]
+    make = lambda: pipeline.make_dataset(  # noqa: E731
+        records, layout["frames"], modality, input_size=S, batch_size=3, seed=2, repeat=True,
+        new_length=None if modality == "rgb" else 2,
+    )
+    windows = _batches(make(), 6)
+    monkeypatch.setattr(pipeline, "_DECODE_WINDOWS", False)  # read when the map is traced
+    whole = _batches(make(), 6)
+    assert all(_equal(a, b) for a, b in zip(windows, whole))
+
+
+def test_grayscale_jpeg_windows_are_the_whole_decode_cut(shared_data):
+    """tf.io.decode_and_crop_jpeg to one channel gives the pixels of decode + slice
+    for every multi-scale crop of real flow planes (and of an RGB frame read as
+    grayscale): no chroma, so nothing depends on the window."""
+    folder = shared_data / "frames" / "tsn_layout_sample"
+    for name in ("x_00001.jpg", "y_00003.jpg", "img_00002.jpg"):
+        data = tf.io.read_file(str(folder / name))
+        whole = tf.io.decode_jpeg(data, channels=1).numpy()
+        height, width = whole.shape[:2]
+        for size in (224, S):
+            for h, w in transforms.multiscale_crop_sizes(height, width, size):
+                for y, x in transforms.fixed_crop_offsets(height, width, h, w):
+                    window = tf.io.decode_and_crop_jpeg(data, [y, x, h, w], channels=1).numpy()
+                    np.testing.assert_array_equal(window, whole[y : y + h, x : x + w])
+
+
+def test_fast_transforms_equal_their_plain_definitions(layout):
+    """crop_and_resize (float input, no clip), flip_rgb (3-D view) and flip_flow
+    (uint16 view, one XOR) against the plain ops on real frames."""
+    folder = layout["frames"] / "full"
+    rgb = np.stack([_decode(folder / f"img_{i:05d}.jpg", 3) for i in (1, 4)])
+    flow = np.stack([
+        np.concatenate([_decode(folder / f"flow_{a}_{i:05d}.jpg", 1) for i in (f, f + 1) for a in "xy"], axis=-1)
+        for f in (1, 3)
+    ])  # (2, 240, 320, 4): x1, y1, x2, y2
+    for frames in (rgb, flow):
+        for y, x, h, w in ((0, 0, 240, 240), (10, 37, 200, 150), (3, 5, S, S), (100, 200, 97, 63), (7, 1, 31, 90)):
+            crop = frames[:, y : y + h, x : x + w]
+            resized = tf.image.resize(crop, [S, S], method="bilinear")  # the uint8 kernel
+            plain = tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+            np.testing.assert_array_equal(transforms.crop_and_resize(frames, [y, x, h, w], S), plain)
+    np.testing.assert_array_equal(transforms.flip_rgb(rgb), rgb[:, :, ::-1])
+    mirrored = flow[:, :, ::-1].copy()
+    mirrored[..., 0::2] = 255 - mirrored[..., 0::2]
+    np.testing.assert_array_equal(transforms.flip_flow(flow), mirrored)
+    views = np.stack([flow, flow[::-1]], axis=1)  # 5-D, as the test views
+    np.testing.assert_array_equal(transforms.flip_flow(views), np.stack([mirrored, mirrored[::-1]], axis=1))

@@ -563,3 +563,32 @@ def test_prepare_hmdb51_with_its_official_splits(tmp_path, sample_clips_dir, sha
     failed = [m for m in missing if m[0] == broken.stem]
     assert len(failed) == 1 and failed[0][2].startswith("extraction failed: ")
     assert "(1 of them failed to extract)" in captured.out
+
+
+def test_prepare_writes_tfrecord_shards_that_read_as_the_folders(tmp_path, sample_clips_dir, capsys):
+    from keras_gated_tsn.data import pipeline
+    from keras_gated_tsn.data.layout import frames_source
+    from keras_gated_tsn.data.tfrecord import read_index
+
+    src = _make_src(tmp_path / "src", sample_clips_dir, ["TrumanShow_wave_f_nm_np1_fr_med_26",
+                                                        "RATRACE_wave_f_nm_np1_fr_goo_37"])
+    out = tmp_path / "out"
+    assert gated_tsn(["prepare", str(src), str(out), "--flow", "dis", "--size", *map(str, SMALL), "--no-progress",
+                      "--format", "tfrecord", "--shards", "2"]) == 0
+    assert f"wrote 2 TFRecord shard(s) of 2 videos to {out / 'tfrecord'}" in capsys.readouterr().out
+    index = read_index(out / "tfrecord")
+    assert len(index["shards"]) == 2 and sorted(v["video"] for v in index["videos"]) == sorted(
+        ["TrumanShow_wave_f_nm_np1_fr_med_26", "RATRACE_wave_f_nm_np1_fr_goo_37"])
+    assert frames_source(str(out)) == str(out / "frames")
+    folders = list(pipeline.make_test_dataset(out / "all.txt", out / "frames", "rgb+flow", num_frames=2, crops=1,
+                                              input_size=32))
+    (out / "frames").rename(tmp_path / "elsewhere")  # the dataset on remote storage: lists and shards only
+    assert frames_source(str(out)) == str(out / "tfrecord")
+    shards = list(pipeline.make_test_dataset(out / "all.txt", frames_source(str(out)), "rgb+flow", num_frames=2,
+                                             crops=1, input_size=32))
+    for (x_folder, _, video_folder), (x_shards, _, video_shards) in zip(folders, shards):
+        assert video_folder.numpy() == video_shards.numpy()
+        for kind in ("rgb", "flow"):
+            np.testing.assert_array_equal(x_folder[kind].numpy(), x_shards[kind].numpy())
+    assert gated_tsn(["prepare", str(src), str(tmp_path / "o2"), "--shards", "2"]) == 2
+    assert "--shards is for --format tfrecord" in capsys.readouterr().err

@@ -176,6 +176,18 @@ def test_ten_crop_views_positions_and_mirrors():
     assert one.shape == (2, 1, 224, 224, 4)
 
 
+def test_three_crops_along_the_longer_side():
+    landscape = _random_frames((2, 256, 340, 4))
+    views = transforms.oversample(tf.constant(landscape), 224, 256, crops=3).numpy()
+    assert views.shape == (2, 3, 224, 224, 4)
+    for c, x in enumerate((0, 58, 116)):  # left, middle, right; centred vertically (y = 16)
+        np.testing.assert_array_equal(views[:, c], landscape[:, 16:240, x : x + 224])
+    portrait = _random_frames((1, 340, 256, 3))
+    views = transforms.oversample(tf.constant(portrait), 224, 256, crops=3).numpy()
+    for c, y in enumerate((0, 58, 116)):  # top, middle, bottom; centred horizontally
+        np.testing.assert_array_equal(views[:, c], portrait[:, y : y + 224, 16:240])
+
+
 def test_ten_crop_after_scaling():
     frames = tf.constant(_random_frames((1, 240, 320, 3)))
     views = transforms.oversample(frames, 64, crops=10)  # scale_size 73: 73x97 first
@@ -187,8 +199,8 @@ def test_ten_crop_after_scaling():
 
 def test_bad_view_arguments():
     frames = tf.zeros([1, 32, 32, 3], tf.uint8)
-    with pytest.raises(ValueError, match="crops"):
-        transforms.oversample(frames, 16, crops=3)
+    with pytest.raises(ValueError, match="crops must be 1, 3, 5 or 10"):
+        transforms.oversample(frames, 16, crops=4)
     with pytest.raises(ValueError, match="scale_size"):
         transforms.oversample(frames, 16, 8)
     with pytest.raises(ValueError, match="scales"):

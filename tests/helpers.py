@@ -93,3 +93,17 @@ def caffe_layers_of(model):
         elif isinstance(layer, keras.layers.Dense):
             layers.append(CaffeLayer(layer.name, "InnerProduct", [weights[0].T, weights[1]], [], [layer.name]))
     return layers
+
+
+def count_weights(weights):
+    """The number of scalars in a list of weights (variables or arrays)."""
+    import numpy as np
+
+    return sum(int(np.prod(w.shape)) for w in weights)
+
+
+def caffe_pool_size(n, kernel=3, stride=2):
+    """Caffe's output side of an unpadded max pool: it rounds up (ceil mode)."""
+    import math
+
+    return int(math.ceil((n - kernel) / stride)) + 1

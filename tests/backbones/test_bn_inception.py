@@ -8,10 +8,7 @@ from keras_gated_tsn.backbones.bn_inception import preprocess_input
 
 from caffe_reference import caffe_forward  # noqa: E402
 from randomize import randomize  # tests/backbones is on sys.path (pytest prepend mode)
-
-
-def _count(weights):
-    return sum(int(np.prod(w.shape)) for w in weights)
+from helpers import count_weights as _count
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,6 @@
 """CaffeNet: structure facts, Caffe semantics (LRN, groups, round-up pooling),
 the module protocol and the stream / gated models built on it."""
 
-import math
-
 import keras
 import numpy as np
 import pytest
@@ -13,20 +11,12 @@ from keras_gated_tsn.layers import LocalResponseNormalization
 from keras_gated_tsn.models import TSN, GatedTSN
 
 from caffe_reference import _conv, _pool  # tests/backbones is on sys.path (pytest prepend mode)
-from helpers import run_model_saving_test
+from helpers import caffe_pool_size as _caffe_pool_size, count_weights as _count, run_model_saving_test
 from randomize import randomize  # tests/backbones is on sys.path (pytest prepend mode)
 
 #: A small input whose maps are even before pool2 and pool5 (25 → 12 → 6 → 3),
 #: so Caffe's round-up pooling matters there.
 SMALL = 107
-
-
-def _count(weights):
-    return sum(int(np.prod(w.shape)) for w in weights)
-
-
-def _caffe_pool_size(n):
-    return int(math.ceil((n - 3) / 2)) + 1
 
 
 @pytest.fixture(scope="module")

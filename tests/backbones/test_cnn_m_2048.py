@@ -1,8 +1,6 @@
 """CNN-M-2048 (two-stream paper Fig. 1): structure facts, the no-norm2 temporal
 variant, Caffe semantics, the module protocol and the TSN streams built on it."""
 
-import math
-
 import keras
 import numpy as np
 import pytest
@@ -11,18 +9,11 @@ from keras_gated_tsn.backbones import CNNM2048, CNNM2048NoNorm2, backbone_names,
 from keras_gated_tsn.models import TSN, GatedTSN
 
 from caffe_reference import _conv, _pool  # tests/backbones is on sys.path (pytest prepend mode)
-from helpers import caffe_layers_of, random_clips, run_model_saving_test
+from helpers import caffe_layers_of, caffe_pool_size as _caffe_pool_size, count_weights as _count, random_clips
+from helpers import run_model_saving_test
 from randomize import randomize
 
 NAMES = ("cnn_m_2048", "cnn_m_2048_no_norm2")
-
-
-def _count(weights):
-    return sum(int(np.prod(w.shape)) for w in weights)
-
-
-def _caffe_pool_size(n):
-    return int(math.ceil((n - 3) / 2)) + 1
 
 
 @pytest.fixture(scope="module")

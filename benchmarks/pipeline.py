@@ -23,6 +23,12 @@ sample = one video's K snippets) of
   that TensorFlow's decoder is not the slow one (it is not: the two agree within
   the noise). Ratios are taken against the tf.data bound.
 
+and the same two with ``augment_on="device"`` ("device crops"): the host part
+only (read, decode, stack the whole frames, draw the crop box and the flip),
+the crop, resize and flip being left to the training step; their cost there
+is printed after the table (``device_crops.apply`` compiled, on the GPU if
+there is one, else on the CPU; a time on this machine's CPU, not a GPU's).
+
 Ours decodes only the window of each flow plane its crop needs
 (``tf.io.decode_and_crop_jpeg``, same pixels), which the bound does not. Each
 measurement runs ``--seconds`` after a warm-up on a fresh iterator;
@@ -98,6 +104,33 @@ def _bound_dataset(samples, batch_size):
     ds = tf.data.Dataset.from_tensor_slices(paths).repeat()
     ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+#: Our pipelines, each measured against the bound.
+OURS = ("folder", "TFRecord", "folder, device crops", "TFRecord, device crops")
+
+
+def _device_step_ms(ds, input_size, batches=5):
+    """Milliseconds per sample of :func:`keras_gated_tsn.data.device_crops.apply`
+    compiled (``tf.function``), on the first GPU if there is one, else the CPU,
+    over ``batches`` batches already in memory (median of per-batch times)."""
+    import tensorflow as tf
+
+    from keras_gated_tsn.data import device_crops
+
+    device = "/GPU:0" if tf.config.list_physical_devices("GPU") else "/CPU:0"
+    iterator = iter(ds)
+    with tf.device(device):
+        held = [tf.nest.map_structure(tf.identity, next(iterator)[0]) for _ in range(batches)]
+        step = tf.function(lambda x: device_crops.apply(x, input_size))
+        tf.nest.map_structure(lambda t: t.numpy(), step(held[0]))  # trace
+        times = []
+        for x in held:
+            start = time.perf_counter()
+            tf.nest.map_structure(lambda t: t.numpy(), step(x))
+            times.append((time.perf_counter() - start) / int(x[device_crops.FLIP].shape[0]) * 1e3)
+    del iterator
+    return statistics.median(times)
 
 
 def _rate(ds, seconds, warmup_batches=3):
@@ -265,7 +298,11 @@ def main():
             candidates = {
                 "bound": _bound_dataset(samples, args.batch_size),
                 "folder": pipeline.make_dataset(records, frames_root, modality, **common),
-                "tfrecord": pipeline.make_dataset(records, tfrecord_dir, modality, **common),
+                "TFRecord": pipeline.make_dataset(records, tfrecord_dir, modality, **common),
+                "folder, device crops": pipeline.make_dataset(
+                    records, frames_root, modality, augment_on="device", **common),
+                "TFRecord, device crops": pipeline.make_dataset(
+                    records, tfrecord_dir, modality, augment_on="device", **common),
             }
             rates = {name: [] for name in candidates}
             if pool is not None:
@@ -278,16 +315,17 @@ def main():
             median = {name: (statistics.median(r for r, _ in values), statistics.median(c for _, c in values))
                       for name, values in rates.items()}
             # Ratios of each round's back-to-back measurements (the same load from other work), then the median.
-            for name in ("folder", "tfrecord"):
+            for name in OURS:
                 median[name + "/bound"] = statistics.median(
                     ours[0] / bound[0] for ours, bound in zip(rates[name], rates["bound"]))
                 median[name + "/bound cpu"] = statistics.median(
                     bound[1] / ours[1] for ours, bound in zip(rates[name], rates["bound"]))
             if pool is not None:
                 median["cv2 cpu"] = _cv2_cpu(samples[:128])
+            median["device step"] = _device_step_ms(candidates["folder, device crops"], args.input_size)
             rows.append((modality, len(samples[0]), median, rates))
             if args.profile:
-                profiles[modality] = {name: _profile(candidates[name]) for name in ("bound", "folder", "tfrecord")}
+                profiles[modality] = {name: _profile(candidates[name]) for name in ("bound", *OURS)}
         if pool is not None:
             pool.shutdown()
         load_end = os.getloadavg()[0]
@@ -296,20 +334,26 @@ def main():
               f"K={args.segments}, L={args.new_length}, batch {args.batch_size}, {seeded}; median of "
               f"{args.repeats} x {args.seconds:g} s; load average {load_start:.2f} at the start, {load_end:.2f} "
               "at the end)\n")
-        print("| modality | JPEG files / sample | decode bound (tf.data) | cv2 pool (1-thread CPU ms / sample) "
-              "| folder | folder / bound "
-              "| TFRecord | TFRecord / bound | CPU ms / sample: bound, folder, TFRecord | CPU ratio bound / ours: "
-              "folder, TFRecord |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print("| modality | JPEG files / sample | pipeline | samples/s | / bound | CPU ms / sample | "
+              "CPU ratio bound / ours |")
+        print("|---|---:|---|---:|---:|---:|---:|")
         for modality, files, median, _ in rows:
-            cv2_rate = f"{median['cv2'][0]:.1f} ({median['cv2 cpu']:.2f} ms)" if "cv2" in median else "-"
-            cpu = ", ".join(f"{median[name][1]:.2f}" for name in ("bound", "folder", "tfrecord"))
-            print(f"| {modality} | {files} | {median['bound'][0]:.1f} | {cv2_rate} | {median['folder'][0]:.1f} | "
-                  f"{median['folder/bound']:.2f} | {median['tfrecord'][0]:.1f} | {median['tfrecord/bound']:.2f} | "
-                  f"{cpu} | {median['folder/bound cpu']:.2f}, {median['tfrecord/bound cpu']:.2f} |")
+            print(f"| {modality} | {files} | decode bound (tf.data) | {median['bound'][0]:.1f} | 1 | "
+                  f"{median['bound'][1]:.2f} | 1 |")
+            if "cv2" in median:
+                print(f"| {modality} | {files} | cv2.imdecode, process pool | {median['cv2'][0]:.1f} | | "
+                      f"{median['cv2 cpu']:.2f} (1 thread) | |")
+            for name in OURS:
+                print(f"| {modality} | {files} | {name} | {median[name][0]:.1f} | {median[name + '/bound']:.2f} | "
+                      f"{median[name][1]:.2f} | {median[name + '/bound cpu']:.2f} |")
         print("\n(samples/s: medians over rounds; a ratio: the median of the rounds' ratios, each round measuring "
               "bound and ours back to back. CPU ms: this process's CPU time per sample, which other work does "
-              "not inflate; with all cores busy, throughput ratios tend to the CPU ratio.)")
+              "not inflate; with all cores busy, throughput ratios tend to the CPU ratio. \"device crops\": "
+              "make_dataset(augment_on='device'), the host's part; the crop, resize and flip then run in the "
+              "training step.)")
+        step_device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
+        print(f"\nthe device crops' own step (device_crops.apply in a tf.function, on the {step_device}), ms per "
+              "sample: " + ", ".join(f"{modality} {median['device step']:.2f}" for modality, _, median, _ in rows))
         print("\nall rounds (samples/s):")
         for modality, _, _, rates in rows:
             print(f"  {modality}: " + "; ".join(

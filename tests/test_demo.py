@@ -15,7 +15,7 @@ def test_demo_runs_every_step(tmp_path, capsys):
         assert (out / path).is_file(), path
     rows = json.loads((out / "fusion_table.json").read_text())
     assert [row["method"] for row in rows] == [
-        "rgb", "flow", "average", "weighted", "weighted_tsn", "sci", "gated", "gating_classifier"]
+        "rgb", "flow", "average", "weighted", "weighted_tsn", "sci", "svm", "gated", "gating_classifier"]
     assert all(row["top1"] is not None for row in rows)
     for banner in ("train --stage rgb", "train --stage joint", "evaluate: val.txt", "fuse"):
         assert banner in printed  # the demo runs through the one Algorithm-1 runner

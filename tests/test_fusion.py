@@ -177,7 +177,7 @@ def test_grid_search_tie_rule_closest_to_half_then_lower():
 def test_fusion_table_rows_and_values():
     rows = fusion.fusion_table(tiny_scores(), tiny_scores(video_ids="DEF"))
     assert [r["method"] for r in rows] == [
-        "rgb", "flow", "average", "weighted", "weighted_tsn", "sci", "gated", "gating_classifier"]
+        "rgb", "flow", "average", "weighted", "weighted_tsn", "sci", "svm", "gated", "gating_classifier"]
     assert all(set(r) == set(fusion.ROW_FIELDS) for r in rows)
     by = {r["method"]: r for r in rows}
     assert by["rgb"]["top1"] == pytest.approx(200 / 3)
@@ -191,8 +191,8 @@ def test_fusion_table_rows_and_values():
     assert by["gated"]["top1"] == pytest.approx(100.0)
     # the gating classifier's own scores (here: the rgb views) get their own row
     assert by["gating_classifier"]["top1"] == pytest.approx(200 / 3)
-    assert by["weighted"]["tuned_on"] == "validation"
-    assert all(by[m]["tuned_on"] == "" for m in by if m != "weighted")
+    assert by["weighted"]["tuned_on"] == "validation" and by["svm"]["tuned_on"] == "validation"
+    assert all(by[m]["tuned_on"] == "" for m in by if m not in ("weighted", "svm"))
     # one video per class: mean class accuracy equals top-1
     assert by["rgb"]["mean_class_accuracy"] == pytest.approx(by["rgb"]["top1"])
     # per-video gate weights (1,0), (0,1), (1,0): w_rgb 2/3 +/- sqrt(2)/3
@@ -331,3 +331,134 @@ def test_fuse_help_describes_rows(capsys):
     for comparator in fusion.registered_comparators():
         assert f"  {comparator.name} " in text
     assert "example:" in text and "--val-scores" in text and "tuned_on" in text
+
+
+# ------------------------------------------------- validation-only tuning
+def test_only_comparators_that_declare_it_see_the_validation_file(monkeypatch):
+    monkeypatch.setattr(comparators_module, "_COMPARATORS", dict(comparators_module._COMPARATORS))
+    seen = {}
+
+    @fusion.register_comparator("spy_fixed", "tunes nothing")
+    def _spy_fixed(test_sf, val_sf):
+        seen["fixed"] = val_sf
+        return fusion.Fused(fusion.average(test_sf))
+
+    @fusion.register_comparator("spy_tuned", "tunes on validation", uses_validation=True)
+    def _spy_tuned(test_sf, val_sf):
+        seen["tuned"] = val_sf
+        return fusion.Fused(fusion.average(test_sf), note="setting = 1")
+
+    val = tiny_scores(video_ids="DEF")
+    rows = {r["method"]: r for r in fusion.fusion_table(tiny_scores(), val, methods=["spy_fixed", "spy_tuned"])}
+    assert seen == {"fixed": None, "tuned": val}
+    assert rows["spy_fixed"]["tuned_on"] == "" and rows["spy_tuned"]["tuned_on"] == "validation"
+    assert rows["spy_tuned"]["note"] == "setting = 1"
+
+
+def test_every_tuned_row_names_its_setting():
+    rows = fusion.fusion_table(tiny_scores(), tiny_scores(video_ids="DEF"))
+    tuned = {r["method"]: r for r in rows if r["tuned_on"]}
+    assert set(tuned) == {c.name for c in fusion.registered_comparators() if c.uses_validation}
+    assert "alpha = 0.5" in tuned["weighted"]["note"]
+    assert "C = 1 " in tuned["svm"]["note"]  # one validation video per class: liblinear's default
+
+
+# ------------------------------------------------ extra rows: other models
+def fused_only(order=(0, 1, 2), video_ids=("A", "B", "C"), labels=(0, 1, 2), class_names=CLASSES):
+    """A single-output model's score file: per-view 'fused' scores only.
+
+    View-averaged scores S_flow + [0, 0, 3] for A, B, C: right on C only (1/3)."""
+    views = np.stack([S_FLOW + D_FLOW, S_FLOW - D_FLOW], axis=1) + np.array([0, 0, 3.0])
+    order = list(order)
+    return ScoreFile(video_ids=[video_ids[i] for i in order], labels=[labels[i] for i in order],
+                     class_names=class_names, fused=views[order], num_frames=2, num_crops=1)
+
+
+def test_fusion_table_extra_rows(tmp_path):
+    save_scores(tmp_path / "conv.npz", fused_only(order=(2, 0, 1)))  # any video order
+    rgb_model = tiny_scores(gate=False, flow=False)  # a single-stream model: its only stream
+    rows = fusion.fusion_table(tiny_scores(), tiny_scores(video_ids="DEF"),
+                               extra=[("conv_fusion", tmp_path / "conv.npz"), ("i3d_rgb", rgb_model)])
+    names = [r["method"] for r in rows]
+    assert names[-2:] == ["conv_fusion", "i3d_rgb"]
+    assert names[:-2] == [c.name for c in fusion.registered_comparators()]
+    conv, rgb = rows[-2], rows[-1]
+    assert set(conv) == set(fusion.ROW_FIELDS)
+    assert conv["top1"] == pytest.approx(100 / 3) and conv["mean_class_accuracy"] == pytest.approx(100 / 3)
+    assert rgb["top1"] == pytest.approx(200 / 3)
+    assert conv["tuned_on"] == "" and conv["rgb_weight"] is None and conv["flow_weight"] is None
+    assert str(tmp_path / "conv.npz") in conv["note"] and "'fused' scores averaged over 2 views" in conv["note"]
+    assert "'rgb' scores" in rgb["note"]
+    text = fusion.format_markdown(rows)
+    assert "| conv_fusion | - | - | 33.33 | 33.33 |  |" in text
+    # a mapping keeps its order too
+    rows = fusion.fusion_table(tiny_scores(), extra={"b_model": fused_only(), "a_model": rgb_model})
+    assert [r["method"] for r in rows][-2:] == ["b_model", "a_model"]
+
+
+def test_fusion_table_extra_rows_must_match_the_test_videos(tmp_path):
+    test = tiny_scores()
+    cases = [
+        (fused_only(video_ids=("A", "X", "C")), "test video 'B' is missing"),
+        (ScoreFile(video_ids=["A", "B", "C", "Z"], labels=[0, 1, 2, 0], class_names=CLASSES,
+                   fused=np.zeros((4, 2, 3)), num_frames=2, num_crops=1), "video 'Z' is not a test video"),
+        (fused_only(labels=(0, 2, 2)), "video 'B' has label 2 \\('Basketball'\\), the test score file says 1"),
+        (fused_only(class_names=["ApplyEyeMakeup", "Archery", "Bowling"]),
+         "class 2 is 'Bowling' in .*, 'Basketball' in test"),
+        (tiny_scores(gate=False), "holds 'rgb' and 'flow' scores but no 'fused' scores"),
+    ]
+    for i, (extra_sf, message) in enumerate(cases):
+        path = tmp_path / f"extra{i}.npz"
+        save_scores(path, extra_sf)
+        with pytest.raises(ValueError, match=message) as info:
+            fusion.fusion_table(test, extra={"model": path})
+        assert str(path) in str(info.value) and "extra row 'model'" in str(info.value)
+    for extra, message in [({"svm": fused_only()}, "is a fusion comparator's"),
+                           ([("m", fused_only()), ("m", fused_only())], "given twice"),
+                           ({"two words": fused_only()}, "name must be"),
+                           ({"": fused_only()}, "name must be")]:
+        with pytest.raises(ValueError, match=message):
+            fusion.fusion_table(test, extra=extra)
+    with pytest.raises(FileNotFoundError, match="nope.npz"):
+        fusion.fusion_table(test, extra={"m": tmp_path / "nope.npz"})
+
+
+def test_run_fuse_with_extra_score_files(tmp_path, capsys):
+    save_scores(tmp_path / "test.npz", tiny_scores())
+    save_scores(tmp_path / "val.npz", tiny_scores(gate=False, video_ids="DEF"))
+    save_scores(tmp_path / "conv.npz", fused_only(order=(1, 2, 0)))
+    save_scores(tmp_path / "gcf.npz", tiny_scores(gate=False, rgb=False))
+    prefix = tmp_path / "table"
+    assert gated_tsn(["fuse", str(tmp_path / "test.npz"), "--val-scores", str(tmp_path / "val.npz"),
+                      "--extra", f"conv_fusion={tmp_path / 'conv.npz'}", "--extra", f"gcf_net={tmp_path / 'gcf.npz'}",
+                      "--out", str(prefix)]) == 0
+    out = capsys.readouterr().out
+    assert "| conv_fusion | - | - | 33.33 |" in out and "| gcf_net | - | - | 33.33 |" in out
+    assert f"extra row conv_fusion: {tmp_path / 'conv.npz'}" in out
+    rows = json.loads((tmp_path / "table.json").read_text())
+    assert [r["method"] for r in rows][-2:] == ["conv_fusion", "gcf_net"]
+    with open(f"{prefix}.csv", newline="") as handle:
+        assert [r["method"] for r in csv.DictReader(handle)][-2:] == ["conv_fusion", "gcf_net"]
+
+
+def test_run_fuse_extra_with_other_videos_names_file_and_video(tmp_path, capsys):
+    save_scores(tmp_path / "test.npz", tiny_scores())
+    save_scores(tmp_path / "conv.npz", fused_only(video_ids=("A", "B", "Q")))
+    assert gated_tsn(["fuse", str(tmp_path / "test.npz"), "--extra", f"conv_fusion={tmp_path / 'conv.npz'}",
+                      "--out", str(tmp_path / "t")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gated-tsn fuse: error: ")
+    assert str(tmp_path / "conv.npz") in err and "test video 'C' is missing" in err and "conv_fusion" in err
+    assert not (tmp_path / "t.csv").exists() and not (tmp_path / "t.json").exists()
+    with pytest.raises(SystemExit) as info:
+        gated_tsn(["fuse", str(tmp_path / "test.npz"), "--extra", str(tmp_path / "conv.npz")])
+    assert info.value.code == 2
+    assert "expected NAME=FILE" in capsys.readouterr().err
+
+
+def test_fuse_help_teaches_extra_rows(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["fuse", "--help"])
+    text = capsys.readouterr().out
+    assert "--extra NAME=FILE" in text and "--extra conv_fusion=" in text
+    assert "'weighted', 'svm'" in text and "  svm " in text

@@ -73,7 +73,7 @@ def _weights(path):
         return {name: saved[name] for name in saved.files}
 
 
-def _train_on_two_workers_and_alone(config, tmp_path):
+def _train_on_two_workers_and_alone(config, tmp_path, **alone_changes):
     ports = _free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
     workers = [
@@ -83,7 +83,8 @@ def _train_on_two_workers_and_alone(config, tmp_path):
     ]
     logs = [_finish(process, f"worker {index}") for index, process in enumerate(workers)]
     alone = tmp_path / "alone"
-    _finish(_start(dataclasses.replace(config, out=str(alone / os.path.basename(config.out))), tmp_path / "alone.npz"),
+    alone_config = dataclasses.replace(config, out=str(alone / os.path.basename(config.out)), **alone_changes)
+    _finish(_start(alone_config, tmp_path / "alone.npz"),
             "the one-process run")
     return logs, [_weights(tmp_path / f"worker{index}.npz") for index in range(2)], _weights(tmp_path / "alone.npz")
 
@@ -139,15 +140,20 @@ def test_two_workers_train_a_stream_as_one_process(prepared_samples, few_videos,
 
 
 def test_two_workers_train_the_gate_as_one_process(prepared_samples, trained_models, few_videos, tmp_path):
-    """The gate over the two frozen streams, 2 accumulated batches per update."""
+    """The gate over the two frozen streams, 2 accumulated batches per update.
+
+    The workers crop on the device (``--augment-on device``: whole frames and
+    crop boxes reach the distributed training step, which is built from their
+    specs), the single process on the host: the same training either way."""
     paths, _ = trained_models
     config = StageConfig(
         stage="gate", data_dir=str(prepared_samples), train_list=str(few_videos["train"]),
         val_list=str(few_videos["val"]), out=str(tmp_path / "workers" / "gate.keras"), rgb=paths["rgb"],
         flow=paths["flow"], epochs=1, batch_size=4, iter_size=2, num_segments=2, seed=5, gate_dropout=0.0,
-        verbose=2,
+        verbose=2, augment_on="device",
     )
-    logs, workers, alone = _train_on_two_workers_and_alone(config, tmp_path)
+    logs, workers, alone = _train_on_two_workers_and_alone(config, tmp_path, augment_on="host")
+    assert "crops on the device" in logs[0]
     changed = _check(logs, workers, alone, config)
     assert changed, "the gate did not train"
     assert not any("_stream|" in name for name in changed), sorted(changed)  # the streams stay frozen

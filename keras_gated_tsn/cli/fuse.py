@@ -1,4 +1,5 @@
-"""``gated-tsn fuse``: the fusion table of a test score file (Table III's comparison)."""
+"""``gated-tsn fuse``: the fusion table of a test score file (Table III's comparison),
+with rows for the score files of other models (``--extra NAME=FILE``)."""
 
 from __future__ import annotations
 
@@ -8,22 +9,34 @@ import sys
 import textwrap
 
 NAME = "fuse"
-HELP = "compare late-fusion methods (average, weighted, SCI, gated, ...) on a score file"
+HELP = "compare late-fusion methods (average, weighted, SCI, SVM, gated, ...) on a score file"
 DESCRIPTION = """\
 Compare late-fusion methods on a test score file (.npz written by `gated-tsn
 evaluate`: per-view pre-softmax scores of the RGB and flow streams and, for a
 gated model, its fused scores, gating classifier scores and gate weights).
 Prints a Markdown table of top-1 and mean class accuracy (%) and writes it as
-PREFIX.csv and PREFIX.json. A method that tunes a setting on --val-scores says
-on which videos in the tuned_on column: "test list" when the validation videos
-are the test videos (the authors' protocol), so the number is optimistic.
+PREFIX.csv and PREFIX.json.
+
+A method that tunes a setting does so on --val-scores only, never on the test
+scores; its note says which setting it picked and its tuned_on column on which
+videos: "test list" when the validation videos are the test videos (the
+authors' protocol), so the number is optimistic.
+
+Other models join the same table with --extra NAME=FILE: FILE is that model's
+score file of the same test videos (e.g. a convolutional-fusion model or a
+GCF-Net that writes its per-view output as 'fused', or a single-stream model),
+reported as the row NAME.
 
 rows:
 """
 EPILOG = """\
-example:
+example: the table, its weight and SVM tuned on a validation list's score file
   gated-tsn fuse scores/ucf101_split1_test.npz --val-scores scores/ucf101_split1_val.npz \\
       --out results/split1_fusion
+
+example: the same, with two other models' score files of the same test videos as rows
+  gated-tsn fuse scores/ucf101_split1_test.npz --val-scores scores/ucf101_split1_val.npz \\
+      --extra conv_fusion=scores/conv_fusion_test.npz --extra gcf_net=scores/gcf_test.npz
 """
 
 
@@ -35,6 +48,14 @@ def default_out_prefix(scores_path) -> str:
     if stem.lower().endswith(".npz"):
         stem = stem[: -len(".npz")]
     return os.path.join(folder, stem + "_fusion")
+
+
+def extra_argument(text: str):
+    """An argparse ``type`` for ``--extra``: ``NAME=FILE`` -> ``(NAME, FILE)``."""
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=FILE (e.g. conv_fusion=conv.npz), got {text!r}")
+    return name, path
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -52,10 +73,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("scores", help="test score file (.npz)")
+    tuned = ", ".join(repr(item.name) for item in registered_comparators() if item.uses_validation)
     parser.add_argument(
         "--val-scores", default=None, metavar="FILE",
-        help="validation score file (.npz) on which the 'weighted' row's weight is grid-searched; "
-        "without it that row is skipped",
+        help=f"validation score file (.npz) on which the rows that tune a setting ({tuned}) tune it; "
+        "without it those rows are skipped",
+    )
+    parser.add_argument(
+        "--extra", action="append", default=[], type=extra_argument, metavar="NAME=FILE",
+        help="add the row NAME for another model's score file FILE of the same test videos (its 'fused' "
+        "scores, or its only stream, averaged over views); repeat for more models",
     )
     parser.add_argument(
         "--out", default=None, metavar="PREFIX",
@@ -80,13 +107,14 @@ def run(args: argparse.Namespace) -> int:
                 f"{args.val_scores} are tuned on the test list, and their rows are marked so in tuned_on",
                 file=sys.stderr,
             )
-    rows = fusion_table(test_sf, val_sf)
+    rows = fusion_table(test_sf, val_sf, extra=args.extra)
     prefix = args.out or default_out_prefix(args.scores)
     os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
     csv_path, json_path = write_csv(prefix + ".csv", rows), write_json(prefix + ".json", rows)
+    extra = "".join(f"\n  extra row {name}: {path}" for name, path in args.extra)
     print(
         f"Fusion on {args.scores}: {test_sf.num_videos} videos, {test_sf.num_classes} classes, "
-        f"{test_sf.num_views} views per video\n"
+        f"{test_sf.num_views} views per video{extra}\n"
     )
     print(format_markdown(rows))
     print(f"Wrote {csv_path}")

@@ -37,7 +37,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import tensorflow as tf
 
-from keras_gated_tsn.data import sampling, tfrecord, transforms
+from keras_gated_tsn.data import device_crops, flow_stacking, sampling, tfrecord, transforms
 from keras_gated_tsn.data.layout import DEFAULT_LAYOUT, parse_template
 from keras_gated_tsn.data.lists import VideoRecord, leaves_folder, read_list_file
 
@@ -281,8 +281,10 @@ class _Reader:
     the same for both, so both give the same pixels.
     """
 
-    def __init__(self, modality: str, new_length: int, templates: Dict[str, str], source=None):
+    def __init__(self, modality: str, new_length: int, templates: Dict[str, str], source=None,
+                 flow_input: Optional[flow_stacking.FlowInput] = None):
         self.modality = modality
+        self.flow_input = flow_input or flow_stacking.FlowInput()
         self.new_length = new_length
         self.templates = dict(templates)
         self.source = source
@@ -347,16 +349,53 @@ class _Reader:
         grouped = tf.reshape(stacked, [snippets, channels, shape[1] * shape[2]])
         return tf.reshape(tf.transpose(grouped, [0, 2, 1]), [snippets, shape[1], shape[2], channels])
 
+    def _volumes(self, xs: List[tf.Tensor], ys: List[tf.Tensor]) -> Tuple[List[tf.Tensor], List[tf.Tensor]]:
+        """Whole decoded planes (h, w, 1), F·L of each -> the snippets' input volumes
+        (:func:`~keras_gated_tsn.data.flow_stacking.flow_volume`), same structure."""
+        if self.flow_input.is_plain:
+            return xs, ys
+        length = self.new_length
+        out_x, out_y = [], []
+        for start in range(0, len(xs), length):
+            x, y = flow_stacking.flow_volume(
+                tf.stack(xs[start : start + length])[..., 0], tf.stack(ys[start : start + length])[..., 0],
+                self.flow_input,
+            )
+            out_x += [plane[..., None] for plane in tf.unstack(x, num=length)]
+            out_y += [plane[..., None] for plane in tf.unstack(y, num=length)]
+        return out_x, out_y
+
+    def flow_planes(self, encoded: Dict[str, List[tf.Tensor]], window=None) -> tf.Tensor:
+        """Flow planes, not interleaved: uint8 (F, 2L, H, W), planes x1, y1, x2, y2, ...
+        (``augment_on="device"`` interleaves them after its crop, on the device).
+
+        ``window``: int32 (4,) ``(y, x, h, w)``: only that window of each plane,
+        decoded alone (JPEG, plain stacking only: see ``_flow_window``); (F, 2L, h, w)."""
+        if window is None:
+            def decode(kind, data):
+                return self.decoders[kind](data, 1)
+        else:
+            def decode(kind, data):
+                return tf.io.decode_and_crop_jpeg(data, window, channels=1)
+        xs, ys = self._volumes(
+            [decode("flow_x", data) for data in encoded["flow_x"]],
+            [decode("flow_y", data) for data in encoded["flow_y"]],
+        )
+        planes = [plane for pair in zip(xs, ys) for plane in pair]
+        stacked = tf.stack(planes)  # (F * 2L, H, W, 1)
+        shape = tf.shape(stacked)
+        return tf.reshape(stacked, [len(planes) // (2 * self.new_length), 2 * self.new_length, shape[1], shape[2]])
+
     def decode(self, encoded: Dict[str, List[tf.Tensor]]) -> Dict[str, tf.Tensor]:
         """Whole frames: ``{"rgb": uint8 (F, H, W, 3 or 3L)}`` and/or ``{"flow": uint8 (F, H, W, 2L)}``."""
         out = {}
         if "rgb" in encoded:
             out["rgb"] = self._rgb([self.decoders["rgb"](data, 3) for data in encoded["rgb"]])
         if "flow_x" in encoded:
-            out["flow"] = self._flow(
+            out["flow"] = self._flow(*self._volumes(
                 [self.decoders["flow_x"](data, 1) for data in encoded["flow_x"]],
                 [self.decoders["flow_y"](data, 1) for data in encoded["flow_y"]],
-            )
+            ))
         return out
 
     def size(self, encoded: Dict[str, List[tf.Tensor]], group: str) -> tf.Tensor:
@@ -390,7 +429,7 @@ class _Reader:
         )
 
 
-def _sources(records_or_list_file, frames_root, modality, new_length, templates):
+def _sources(records_or_list_file, frames_root, modality, new_length, templates, flow_input=None):
     """Checked records, their reader, the location columns of their frames and
     their item counts (both builders).
 
@@ -405,7 +444,7 @@ def _sources(records_or_list_file, frames_root, modality, new_length, templates)
             )
         frames_root = os.fspath(frames_root)
         records, list_file = _as_records(records_or_list_file)
-        reader = _Reader(modality, new_length, templates)
+        reader = _Reader(modality, new_length, templates, flow_input=flow_input)
         _check_records(records, list_file, frames_root, modality, reader.templates)
         locations = (tf.constant([os.path.join(frames_root, r.video) + os.sep for r in records]),)
     else:
@@ -413,7 +452,7 @@ def _sources(records_or_list_file, frames_root, modality, new_length, templates)
             records, list_file = source.records(), None
         else:
             records, list_file = _as_records(records_or_list_file)
-        reader = _Reader(modality, new_length, {**templates, **source.templates}, source)
+        reader = _Reader(modality, new_length, {**templates, **source.templates}, source, flow_input=flow_input)
         entries = _check_tfrecord_records(records, list_file, source, modality)
         files, offsets, lengths = zip(*(source.location(entry) for entry in entries))
         locations = (tf.constant(files), tf.constant(offsets, tf.int64), tf.constant(lengths, tf.int64))
@@ -455,6 +494,33 @@ def _epoch_indexed(columns, seed, shuffle, batch_size, start_epoch, skip_batches
     in_shard = (positions % batch_size) % num_shards == shard_index
     last = np.iinfo(np.int64).max if repeat else start_epoch + 1
     return tf.data.Dataset.range(start_epoch, last), epoch_elements
+
+
+def _flow_window(reader: _Reader, frame_sizes, groups, input_size, scales, max_distort) -> Optional[Tuple[int, int]]:
+    """``(h, w)`` of a window of the flow frames that holds every multi-scale
+    crop (the largest candidate, mapped onto the flow frames, plus 2 px for the
+    mapping's rounding), where it is smaller than the frame and the planes can
+    be decoded as windows (JPEG, plain stacking); else None (whole frames).
+    On 340x256 frames the largest crop is 256 x 256: a quarter less to decode."""
+    if "flow" not in groups or not reader.flow_input.is_plain or not (reader.jpeg["flow_x"] and reader.jpeg["flow_y"]):
+        return None
+    ref_h, ref_w = frame_sizes[groups[0]]
+    flow_h, flow_w = frame_sizes["flow"]
+    largest = transforms.multiscale_crop_sizes(ref_h, ref_w, input_size, scales, max_distort).max(axis=0)
+    win_h = min(flow_h, int(np.ceil(largest[0] * flow_h / ref_h)) + 2)
+    win_w = min(flow_w, int(np.ceil(largest[1] * flow_w / ref_w)) + 2)
+    if (win_h, win_w) == (flow_h, flow_w):
+        return None
+    return win_h, win_w
+
+
+def _first_frame_sizes(reader: _Reader, locations, groups) -> Dict[str, Tuple[int, int]]:
+    """``{group: (H, W)}`` of the first video's first frame of each group (read now, eagerly)."""
+    first = tf.data.Dataset.from_tensor_slices(tuple(column[:1] for column in locations))
+    element = next(iter(reader.fetch(first, deterministic=True)))
+    payload = element[0] if isinstance(element, (tuple, list)) else element
+    encoded = reader.encoded(payload, tf.zeros([1, reader.new_length], tf.int32))
+    return {group: tuple(int(v) for v in reader.size(encoded, group).numpy()) for group in groups}
 
 
 def _output(groups: Dict[str, tf.Tensor], modality: str):
@@ -500,6 +566,8 @@ def make_dataset(
     skip_batches: int = 0,
     num_shards: int = 1,
     shard_index: int = 0,
+    augment_on: str = "host",
+    flow_input: flow_stacking.FlowInputLike = None,
 ) -> tf.data.Dataset:
     """Batches of K TSN snippets per video, for training or validation.
 
@@ -561,6 +629,21 @@ def make_dataset(
             partial global batches are dropped so that every worker takes the
             same number of steps. Needs a ``seed`` (the workers must agree on
             the order).
+        augment_on: ``"host"`` (default): crops, resizes and flips in the
+            pipeline. ``"device"`` (training only): the pipeline stops after
+            decoding and each batch carries whole frames with the crop box and
+            flip drawn for each video (layout in
+            :mod:`~keras_gated_tsn.data.device_crops`); the zoo's models apply
+            them in their ``train_step``, on the accelerator, giving the same
+            pixels from the same draws (bit-identical on the CPU). For
+            GPU training where the host's cores cannot keep up. All videos
+            must have the frame size of the first (checked per video).
+        flow_input: how a flow snippet's 2L channels are built from its L
+            extracted pairs (a :class:`~keras_gated_tsn.data.flow_stacking.FlowInput`
+            or its settings dict): optical flow stacking (default, eq. 1 of
+            the two-stream ConvNets), trajectory stacking (eq. 2),
+            bi-directional flow, mean flow subtraction. Computed on whole
+            frames before the crop.
 
     With a ``seed`` and ``repeat`` (or a start, skip or shards), epoch ``e`` of
     a training dataset is a pure function of ``(seed, e)``: its order is a
@@ -581,7 +664,9 @@ def make_dataset(
         * ``"rgb+flow"``: ``{"rgb": (B, K, S, S, 3), "flow": (B, K, S, S, 2L)}``.
 
         B is ``batch_size`` (``batch_size / num_shards`` per shard; None in the
-        spec unless batches are full by construction).
+        spec unless batches are full by construction). With
+        ``augment_on="device"``, ``x`` is the dict of
+        :mod:`~keras_gated_tsn.data.device_crops` instead.
 
     Raises:
         ValueError: on an unknown modality (quoted), bad sizes or scales, a
@@ -594,8 +679,20 @@ def make_dataset(
         ValueError: for a TFRecord folder, also if it does not store the
             modality's frames, stores fewer frames of a video than listed,
             or a shard's size differs from its index.
+        ValueError: for ``augment_on`` not ``"host"`` or ``"device"``, or
+            ``"device"`` with ``training=False``.
+        tf.errors.InvalidArgumentError: while iterating with
+            ``augment_on="device"``, for a video whose frames differ in size
+            from the first video's (the message names the video's folder).
     """
     input_size, new_length = _check_common(modality, input_size, new_length, num_parallel_calls)
+    if augment_on not in ("host", "device"):
+        raise ValueError(f"augment_on must be 'host' or 'device', got {augment_on!r}")
+    if augment_on == "device" and not training:
+        raise ValueError(
+            "augment_on='device' is for training batches (random crops and flips); evaluation views are "
+            "cut on the host: use augment_on='host' with training=False"
+        )
     num_segments = transforms._check_size("num_segments", num_segments)
     batch_size = transforms._check_size("batch_size", batch_size)
     if not 0.0 <= float(flip_prob) <= 1.0:
@@ -623,7 +720,12 @@ def make_dataset(
         raise ValueError(f"the global batch of {batch_size} videos does not split over {num_shards} shards")
 
     templates = {"rgb": rgb_template, "flow_x": flow_x_template, "flow_y": flow_y_template}
-    records, reader, locations, counts = _sources(records_or_list_file, frames_root, modality, new_length, templates)
+    flow_input = flow_stacking.as_flow_input(flow_input)
+    if modality != "rgb":
+        flow_input.check_length(new_length)
+    records, reader, locations, counts = _sources(
+        records_or_list_file, frames_root, modality, new_length, templates, flow_input
+    )
     labels = [r.label for r in records]
     columns = locations + (tf.constant(counts, tf.int32), tf.constant(labels, tf.int32))
     if indexed:
@@ -649,6 +751,54 @@ def make_dataset(
     flip_prob = float(flip_prob)
 
     groups = ("rgb",) if modality == "rgb" else ("flow",) if modality == "flow" else ("rgb", "flow")
+    frame_sizes = _first_frame_sizes(reader, locations, groups) if augment_on == "device" else None
+
+    if augment_on == "device":
+        flow_window = _flow_window(reader, frame_sizes, groups, input_size, scales, max_distort)
+
+    def uncropped(payload, encoded, seeds):
+        """``augment_on="device"``: whole frames (flow: a window holding every
+        possible crop), the crop box and the flip (the host path's draws)."""
+        checks = []
+        for group in groups:
+            height, width = frame_sizes[group]
+            where = [payload] if reader.source is None else []
+            checks.append(tf.debugging.Assert(
+                tf.reduce_all(tf.equal(reader.size(encoded, group), [height, width])),
+                [f"augment_on='device' batches whole frames, so every video needs the first video's "
+                 f"{group} frame size {height}x{width}; this one's is", reader.size(encoded, group), *where],
+            ))
+        ref_h, ref_w = frame_sizes[groups[0]]
+        box = transforms.sample_multiscale_crop_tf(
+            tf.constant(ref_h, tf.int32), tf.constant(ref_w, tf.int32), input_size, seeds[1], scales, max_distort
+        )
+        do_flip = tf.random.stateless_uniform([], seeds[2], dtype=tf.float32) < flip_prob
+        result = {device_crops.FLIP: do_flip}
+        with tf.control_dependencies(checks):  # (the size check names the video before a decode fails)
+            if "rgb" in groups:
+                height, width = frame_sizes["rgb"]
+                frames = reader.decode({"rgb": encoded["rgb"]})["rgb"]
+                result[device_crops.RGB_FRAMES] = tf.ensure_shape(
+                    frames, [num_segments, height, width, channels["rgb"]])
+                result[device_crops.RGB_BOX] = tf.cast(box, tf.int32)
+            if "flow" in groups:
+                flow_box = box if groups[0] == "flow" else transforms.rescale_box(
+                    box, frame_sizes["rgb"], frame_sizes["flow"])
+                flow_box = tf.cast(flow_box, tf.int32)
+                height, width = frame_sizes["flow"]
+                if flow_window is not None:
+                    # Decode only a fixed window that holds the crop (the same pixels).
+                    win_h, win_w = flow_window
+                    corner = tf.minimum(flow_box[:2], [height - win_h, width - win_w])
+                    planes = reader.flow_planes(encoded, tf.concat([corner, [win_h, win_w]], 0))
+                    flow_box = tf.concat([flow_box[:2] - corner, flow_box[2:]], 0)
+                    height, width = win_h, win_w
+                else:
+                    planes = reader.flow_planes(encoded)
+                result[device_crops.FLOW_PLANES] = tf.ensure_shape(
+                    planes, [num_segments, channels["flow"], height, width])
+                result[device_crops.FLOW_BOX] = flow_box
+        return result
 
     def load(payload, n, label, key):
         if training:
@@ -659,13 +809,17 @@ def make_dataset(
         indices = sampling.snippet_indices_tf(offsets, n, new_length)
         encoded = reader.encoded(payload, indices)
         out = {}
+        if training and augment_on == "device":
+            return uncropped(payload, encoded, seeds), label
         if training:
             # The crop is drawn on the first group's frame size (rgb if read) and
             # mapped onto the other's; then each group's window is decoded (the
             # same pixels as decoding whole frames and cutting), resized and flipped.
             # A group's frame size is its first file's (one size per video, as
             # prepare writes them; a smaller frame fails its window's decode).
-            if _DECODE_WINDOWS:
+            # (Volumes other than plain stacking need whole flow fields: trajectories leave the crop.)
+            windows = _DECODE_WINDOWS and reader.flow_input.is_plain
+            if windows:
                 sizes = {group: reader.size(encoded, group) for group in groups}
             else:
                 frames = reader.decode(encoded)
@@ -678,7 +832,7 @@ def make_dataset(
             for group in groups:
                 # (The reference group's own box needs no mapping.)
                 kind_box = box if group == groups[0] else transforms.rescale_box(box, ref_hw, sizes[group])
-                if _DECODE_WINDOWS:
+                if windows:
                     window = reader.decode_window(encoded, group, kind_box)
                     x = transforms.crop_and_resize(window, tf.concat([[0, 0], kind_box[2:]], 0), input_size)
                 else:
@@ -723,6 +877,7 @@ def make_test_dataset(
     flow_y_template: str = FLOW_Y_TEMPLATE,
     num_parallel_calls: Optional[int] = tf.data.AUTOTUNE,
     prefetch: Optional[int] = 1,
+    flow_input: flow_stacking.FlowInputLike = None,
 ) -> tf.data.Dataset:
     """All test views of each video: TSN / gated-TSN test protocol (paper Sec. IV-A).
 
@@ -741,6 +896,7 @@ def make_test_dataset(
             the same order).
         num_frames: snippets per video (25 in the paper).
         crops: views per snippet: 10 (paper), 5, 3 (along the longer side) or 1 (centre only).
+        flow_input: as in :func:`make_dataset` (the temporal net's input configuration).
         prefetch: videos to prefetch (default 1; elements are large:
             25 x 10 x 224 x 224 x 10 bytes = 125 MB for flow).
 
@@ -769,7 +925,12 @@ def make_test_dataset(
         raise ValueError(f"scale_size must be >= input_size {input_size}, got {scale_size}")
 
     templates = {"rgb": rgb_template, "flow_x": flow_x_template, "flow_y": flow_y_template}
-    records, reader, locations, counts = _sources(records_or_list_file, frames_root, modality, new_length, templates)
+    flow_input = flow_stacking.as_flow_input(flow_input)
+    if modality != "rgb":
+        flow_input.check_length(new_length)
+    records, reader, locations, counts = _sources(
+        records_or_list_file, frames_root, modality, new_length, templates, flow_input
+    )
     ds = tf.data.Dataset.from_tensor_slices(
         locations + (
             tf.constant(counts, tf.int32),

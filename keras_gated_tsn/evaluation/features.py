@@ -55,13 +55,15 @@ def gating_features(
 
     from keras_gated_tsn.data import pipeline
     from keras_gated_tsn.models import GatedTSN
+    from keras_gated_tsn.models.tsn import flow_input_of
 
     if not isinstance(gated_model, GatedTSN):
         raise ValueError(f"gated_model must be a GatedTSN, got {type(gated_model).__name__}")
     extractor = keras.Model(gated_model.inputs, gated_model.get_layer(FEATURE_LAYER).input)
     dataset = pipeline.make_test_dataset(
         records, frames_root, "rgb+flow", num_frames=num_frames, crops=1,
-        input_size=gated_model.input_size, new_length=gated_model.new_length, **dataset_options,
+        input_size=gated_model.input_size, new_length=gated_model.new_length,
+        flow_input=flow_input_of(gated_model), **dataset_options,
     )
     features, labels, videos = [], [], []
     for views, label, video in dataset:

@@ -116,6 +116,7 @@ def predict_videos(
     from keras_gated_tsn.data.video import VideoDecodeError
     from keras_gated_tsn.evaluation.protocol import _scored_videos
     from keras_gated_tsn.models import TSN, GatedTSN
+    from keras_gated_tsn.models.tsn import flow_input_of
 
     if isinstance(model, GatedTSN):
         modality, new_length, main_field = "rgb+flow", model.new_length, "fused"
@@ -131,6 +132,9 @@ def predict_videos(
         raise ValueError(f"{len(names)} class names for a model of {model.num_classes} classes")
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:
         raise ValueError(f"top must be an int >= 1, got {top!r}")
+    flow_input = flow_input_of(model)
+    if flow_input is not None:  # the volumes follow the flow as it is extracted here, at this bound
+        flow_input = dataclasses.replace(flow_input, bound=float(bound))
     for path in videos:
         started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="gated-tsn-predict-") as folder:
@@ -148,6 +152,7 @@ def predict_videos(
             dataset = pipeline.make_test_dataset(
                 [VideoRecord("video", count, 0)], folder, modality, num_frames=num_frames, crops=crops,
                 input_size=model.input_size, new_length=new_length if modality != "rgb" else None,
+                flow_input=flow_input,
             )
             _, _, scored = next(iter(_scored_videos(dataset, 1, networks.get("gated_model"),
                                                      networks.get("rgb_model"), networks.get("flow_model"))))

@@ -26,6 +26,13 @@ from keras_gated_tsn.evaluation.scores import ScoreFile
 GATE_FIELDS = ("fused", "gating_classifier", "fusion_weights")
 
 
+def _flow_input(gated_model, flow_model):
+    """The flow input configuration the networks were trained on (None: optical flow stacking)."""
+    from keras_gated_tsn.models.tsn import flow_input_of
+
+    return flow_input_of(gated_model if gated_model is not None else flow_model)
+
+
 def _check_models(class_names, gated_model, rgb_model, flow_model):
     """``(modality, input_size, new_length, metadata)`` of the networks, after
     checking that they are of the package's kinds and score ``class_names``."""
@@ -168,7 +175,8 @@ def evaluate(
     _check_batch(videos_per_batch)
     dataset = pipeline.make_test_dataset(
         list_file or records, frames_root, modality, num_frames=num_frames, crops=crops,
-        input_size=size, new_length=new_length, **dataset_options,
+        input_size=size, new_length=new_length, flow_input=_flow_input(gated_model, flow_model),
+        **dataset_options,
     )
     fields: Dict[str, List[np.ndarray]] = {}
     video_ids, labels = [], []
@@ -362,7 +370,8 @@ def evaluate_to_file(
     if remaining:
         dataset = pipeline.make_test_dataset(
             remaining, frames_root, modality, num_frames=num_frames, crops=crops,
-            input_size=size, new_length=new_length, **dataset_options,
+            input_size=size, new_length=new_length, flow_input=_flow_input(gated_model, flow_model),
+        **dataset_options,
         )
         bar = keras.utils.Progbar(len(records), unit_name="video") if progress else None
         if bar is not None and video_ids:

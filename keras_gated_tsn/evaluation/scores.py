@@ -3,7 +3,9 @@
 A score file holds, for every test video and every test view (frame x crop), the
 pre-softmax class scores of the spatial (RGB) and temporal (optical flow) streams
 and, when the networks include a gating ConvNet, its fused scores, its own
-classification scores and the two fusion weights. The fusion comparators of
+classification scores and the two fusion weights. A model with one fused output
+(convolutional fusion, a GCF-Net, ...) may write its scores as ``fused`` alone:
+such a file is an extra row of the fusion table (``gated-tsn fuse --extra``). The fusion comparators of
 :mod:`keras_gated_tsn.fusion` are pure NumPy over this file, so a new comparator
 never touches a model and a new model only has to write scores.
 
@@ -24,7 +26,8 @@ key                           shape           dtype      meaning
 ``class_names``               (C,)            str        line i = name of class i
 ``rgb`` (optional)            (N, V, C)       float32    RGB stream, per-view pre-softmax scores
 ``flow`` (optional)           (N, V, C)       float32    flow stream, per-view pre-softmax scores
-``fused`` (optional)          (N, V, C)       float32    gated scores w_rgb*G_rgb + w_flow*G_flow
+``fused`` (optional)          (N, V, C)       float32    gated scores w_rgb*G_rgb + w_flow*G_flow,
+                                                         or another fusion model's output
 ``gating_classifier`` (opt.)  (N, V, C)       float32    gating ConvNet's classification branch
 ``fusion_weights`` (opt.)     (N, V, 2)       float32    gate weights (w_rgb, w_flow), >= 0 (ReLU)
 ``num_frames``                ()              int64      frames sampled per video (25)
@@ -35,7 +38,8 @@ key                           shape           dtype      meaning
 ============================  ==============  =========  ==========================================
 
 An optional array is simply absent from the file when it is ``None``. At least
-one of ``rgb`` and ``flow`` must be present.
+one of ``rgb``, ``flow`` and ``fused`` must be present (``fused`` alone: the
+output of a single-output fusion model).
 """
 
 from __future__ import annotations
@@ -92,7 +96,9 @@ class ScoreFile:
             view, or ``None`` for an RGB-only score file.
         fused: (N, V, C) float32 per-view gated scores
             ``w_rgb * G_rgb + w_flow * G_flow`` (paper Sec. III-A, eq. (2)), or
-            ``None`` when the streams were run without a gate.
+            another fusion model's per-view output (then possibly the only
+            scores in the file), or ``None`` when the streams were run
+            without a gate.
         gating_classifier: (N, V, C) float32 per-view pre-softmax scores of the
             gating ConvNet's classification branch (paper Sec. III-B,
             multi-task learning), or ``None``.
@@ -191,7 +197,7 @@ class ScoreFile:
         Raises:
             ValueError: a field has the wrong shape, dtype or values (the message
                 names the file, the field and the expected vs. actual shape), or
-                neither stream is present.
+                none of ``rgb``, ``flow`` and ``fused`` is present.
         """
         where = _IN_MEMORY if source is None else str(source)
         if self.video_ids.ndim != 1:
@@ -208,8 +214,11 @@ class ScoreFile:
                 f"got {self.num_frames} and {self.num_crops}"
             )
         v = self.num_frames * self.num_crops
-        if self.rgb is None and self.flow is None:
-            raise ValueError(f"{where}: a score file needs at least one of the fields 'rgb' and 'flow'")
+        if self.rgb is None and self.flow is None and self.fused is None:
+            raise ValueError(
+                f"{where}: a score file needs at least one of the fields 'rgb' and 'flow' "
+                f"(or 'fused' alone, for a single-output fusion model)"
+            )
         expected = {name: (n, v, c) for name in SCORE_FIELDS}
         expected["fusion_weights"] = (n, v, 2)
         for name in _OPTIONAL_FIELDS:

@@ -1,5 +1,7 @@
 """Late fusion of the two streams over score files: the comparators (one
-registry) and the table built from it. NumPy only, no TensorFlow.
+registry) and the table built from it, plus rows for the score files of other
+models. NumPy only at import, no TensorFlow (the ``svm`` comparator imports
+scikit-learn when it runs).
 
 A new comparator is one function plus one registration::
 
@@ -33,12 +35,22 @@ from keras_gated_tsn.fusion.comparators import (
     weighted_average,
     weighted_tsn,
 )
-from keras_gated_tsn.fusion.table import ROW_FIELDS, format_markdown, fusion_table, tuned_on, write_csv, write_json
+from keras_gated_tsn.fusion.svm import DEFAULT_C_GRID, SVMFusion, fit_svm, svm_features  # registers "svm"
+from keras_gated_tsn.fusion.table import (
+    ROW_FIELDS,
+    extra_model_scores,
+    format_markdown,
+    fusion_table,
+    tuned_on,
+    write_csv,
+    write_json,
+)
 
 __all__ = [
-    "Comparator", "DEFAULT_WEIGHT_GRID", "Fused", "ROW_FIELDS", "Skipped", "TSN_WEIGHTS", "average", "registered_comparators",
+    "Comparator", "DEFAULT_C_GRID", "DEFAULT_WEIGHT_GRID", "Fused", "ROW_FIELDS", "SVMFusion", "Skipped", "TSN_WEIGHTS",
+    "average", "extra_model_scores", "fit_svm", "registered_comparators",
     "format_markdown", "fusion_table", "gated", "gating_classifier", "get_comparator", "grid_search_curve",
     "grid_search_weight", "register_comparator", "sci_fusion", "sci_stream_scores", "softmax",
-    "sparsity_concentration_index", "stream_scores", "tuned_on", "weighted_average", "weighted_tsn", "write_csv",
-    "write_json",
+    "sparsity_concentration_index", "stream_scores", "svm_features", "tuned_on", "weighted_average", "weighted_tsn",
+    "write_csv", "write_json",
 ]

@@ -24,6 +24,10 @@ Recognition", Sec. IV-B, Table III):
   ``w_rgb * G_rgb + w_flow * G_flow`` (eq. (2)) averaged over views;
 * the gating ConvNet's own classifier (eq. (3)), the multi-task branch.
 
+The linear-SVM fusion of Simonyan & Zisserman's two-stream ConvNets lives in
+:mod:`keras_gated_tsn.fusion.svm` (it needs scikit-learn, imported lazily) and
+registers itself from ``keras_gated_tsn.fusion``.
+
 This module imports NumPy only (no TensorFlow).
 """
 
@@ -334,10 +338,11 @@ class Comparator:
         name: the table's ``method`` column.
         description: one line for the ``fuse --help`` text.
         needs: score-file fields the test (and validation) file must hold.
-        fuse: ``fuse(test_sf, val_sf) -> Fused``; ``val_sf`` may be None;
-            raises :class:`Skipped` when it cannot run.
+        fuse: ``fuse(test_sf, val_sf) -> Fused``; ``val_sf`` may be None (and
+            is None unless ``uses_validation``); raises :class:`Skipped` when
+            it cannot run.
         uses_validation: it tunes a setting on the validation score file (the
-            table then says on which videos).
+            table then says on which videos, and the note which setting).
     """
 
     name: str
@@ -351,19 +356,39 @@ _COMPARATORS: Dict[str, Comparator] = {}
 
 
 def register_comparator(name: str, description: str, *, needs: Tuple[str, ...] = ("rgb", "flow"),
-                        uses_validation: bool = False):
+                        uses_validation: bool = False, before: Optional[str] = None):
     """Decorator: registers ``fuse(test_sf, val_sf) -> Fused`` as comparator ``name``.
 
-    Rows of the fusion table come in registration order.
+    Rows of the fusion table come in registration order, or just before the
+    row ``before`` where given (a comparator registered from another module,
+    such as :mod:`keras_gated_tsn.fusion.svm`, can so sit beside the fusions
+    it competes with instead of after the gate's rows).
+
+    The fusion table hands ``val_sf`` only to a comparator registered with
+    ``uses_validation=True`` (the others get None), so a setting is never
+    tuned without the table saying on which videos; no comparator may read
+    ``test_sf.labels``.
 
     Raises:
-        ValueError: if ``name`` is taken.
+        ValueError: if ``name`` is taken, or ``before`` is not a registered name.
     """
 
     def register(fuse):
         if name in _COMPARATORS:
             raise ValueError(f"a fusion comparator named {name!r} is already registered")
-        _COMPARATORS[name] = Comparator(name, description, tuple(needs), fuse, uses_validation)
+        if before is not None and before not in _COMPARATORS:
+            raise ValueError(
+                f"cannot register {name!r} before {before!r}: no such comparator; registered: {list(_COMPARATORS)}"
+            )
+        comparator = Comparator(name, description, tuple(needs), fuse, uses_validation)
+        if before is None:
+            _COMPARATORS[name] = comparator
+        else:
+            items = list(_COMPARATORS.items())
+            at = [key for key, _ in items].index(before)
+            items.insert(at, (name, comparator))
+            _COMPARATORS.clear()
+            _COMPARATORS.update(items)
         return fuse
 
     return register

@@ -16,3 +16,13 @@ from keras_gated_tsn.layers.segments import SegmentConsensus, SegmentFold
 __all__ = [
     "FrozenBatchNormalization", "FusedBatchNormalization", "GatedFusion", "LocalResponseNormalization", "ModalityPreprocessing", "SegmentConsensus", "SegmentFold",
 ]
+
+# Convolutional two-stream fusion (Feichtenhofer et al. 2016): spatial and temporal fusion layers.
+from keras_gated_tsn.layers.two_stream_fusion import (  # noqa: E402
+    BilinearFusion, ConcatFusion, Conv3DFusion, ConvFusion, MaxFusion, Pooling3D, StackAcrossTime, SumFusion,
+)
+
+__all__ += [
+    "BilinearFusion", "ConcatFusion", "Conv3DFusion", "ConvFusion", "MaxFusion", "Pooling3D", "StackAcrossTime",
+    "SumFusion",
+]

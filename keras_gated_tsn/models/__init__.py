@@ -7,3 +7,8 @@ from keras_gated_tsn.models.gated_tsn import GatedTSN
 from keras_gated_tsn.models.tsn import TSN, init_from_rgb
 
 __all__ = ["GatedTSN", "TSN", "init_from_rgb", "with_precision"]
+
+# Convolutional two-stream fusion (Feichtenhofer et al. 2016).
+from keras_gated_tsn.models.conv_fusion import ConvTwoStreamFusion  # noqa: E402
+
+__all__ += ["ConvTwoStreamFusion"]

@@ -26,6 +26,7 @@ class BuildsFromSpecs:
         if getattr(self, "_distribute_strategy", None) is None or dataset is None:
             return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
         specs = keras.tree.map_structure(_local_spec, dataset.get_tf_dataset().element_spec)
+        specs = _cropped(self, specs, spec=True)
         with self.distribute_strategy.scope():
             self._symbolic_build(data_batch=specs)
 
@@ -36,11 +37,26 @@ class BuildsFromSpecs:
     # logs leave the step as shape (1,), which that reduction averages over
     # the replicas into a scalar.
 
+    # A batch of ``make_dataset(..., augment_on="device")`` (whole frames, crop
+    # boxes, flips) is cropped here, inside the compiled step, on the device it
+    # runs on (keras_gated_tsn.data.device_crops).
+
     def train_step(self, data):
-        return _logs_for_workers(self, super().train_step(data))
+        return _logs_for_workers(self, super().train_step(_cropped(self, data)))
 
     def test_step(self, data):
-        return _logs_for_workers(self, super().test_step(data))
+        return _logs_for_workers(self, super().test_step(_cropped(self, data)))
+
+
+def _cropped(model, data, spec: bool = False):
+    """``data`` = ``(x, y, ...)`` with an uncropped ``x`` (or its spec) cropped
+    to the model's input size; anything else unchanged."""
+    from keras_gated_tsn.data import device_crops
+
+    if not isinstance(data, (tuple, list)) or not data or not device_crops.is_uncropped(data[0]):
+        return data
+    crop = device_crops.output_spec if spec else device_crops.apply
+    return (crop(data[0], model.input_size), *data[1:])
 
 
 def _logs_for_workers(model, logs):

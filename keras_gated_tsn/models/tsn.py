@@ -9,6 +9,7 @@ import keras
 from keras import layers
 
 from keras_gated_tsn.backbones import get_backbone
+from keras_gated_tsn.data.flow_stacking import FlowInput, as_flow_input
 from keras_gated_tsn.layers import ModalityPreprocessing, SegmentConsensus, SegmentFold
 from keras_gated_tsn.layers.preprocessing import MODALITIES
 from keras_gated_tsn.models.common import (
@@ -81,6 +82,13 @@ class TSN(BuildsFromSpecs, keras.Model):
             loaded with TSN's cross-modality initialisation. Recorded in the
             config for provenance; a loaded model takes its weights from its
             file.
+        flow_input: a flow stream's input configuration, recorded so that its
+            pipelines build the same volumes (two-stream ConvNets Sec. 3.1:
+            optical flow stacking, trajectory stacking, bi-directional flow,
+            mean flow subtraction): a
+            :class:`~keras_gated_tsn.data.flow_stacking.FlowInput` or its
+            settings dict; None is optical flow stacking (TSN's input). Only
+            for ``"flow"``; a bi-directional one needs an even ``new_length``.
         name: model name; default ``tsn_<modality>_<backbone>_k<K>``.
         dtype: the Keras dtype policy the whole model is built under, one of
             :data:`keras_gated_tsn.precision.PRECISIONS` (``"float32"``,
@@ -111,6 +119,7 @@ class TSN(BuildsFromSpecs, keras.Model):
         partial_bn: bool = True,
         backbone_weights: Optional[str] = None,
         class_names: Optional[Sequence[str]] = None,
+        flow_input=None,
         name: Optional[str] = None,
         dtype=None,
         **kwargs,
@@ -124,6 +133,11 @@ class TSN(BuildsFromSpecs, keras.Model):
         check_int("input_size", input_size, spec.min_input_size)
         check_int("new_length", new_length, 1)
         class_names = check_class_names(class_names, num_classes)
+        if modality == "rgb" and flow_input is not None:
+            raise ValueError(f"flow_input configures a flow stream; the rgb stream takes frames, got {flow_input!r}")
+        flow_input = None if modality == "rgb" else as_flow_input(flow_input)
+        if flow_input is not None:
+            flow_input.check_length(int(new_length))
         dropout = spec.stream_dropout[modality] if dropout is None else check_ratio("dropout", dropout)
         channels = 3 if modality == "rgb" else 2 * int(new_length)
 
@@ -159,6 +173,8 @@ class TSN(BuildsFromSpecs, keras.Model):
         self.dropout = float(dropout)
         self.backbone_weights = None if backbone_weights is None else str(backbone_weights)
         self.class_names = class_names
+        #: :class:`~keras_gated_tsn.data.flow_stacking.FlowInput` of a flow stream, None for rgb.
+        self.flow_input = flow_input
         self.partial_bn = bool(partial_bn)
         self.set_partial_bn(self.partial_bn)
 
@@ -253,6 +269,7 @@ class TSN(BuildsFromSpecs, keras.Model):
             "partial_bn": self.partial_bn,
             "backbone_weights": self.backbone_weights,
             "class_names": self.class_names,
+            "flow_input": None if self.flow_input is None or self.flow_input.is_plain else self.flow_input.get_config(),
             "dtype": self.precision,
         }
 
@@ -266,6 +283,18 @@ class TSN(BuildsFromSpecs, keras.Model):
         return model
 
 
+def flow_input_of(model) -> Optional[FlowInput]:
+    """The flow input configuration a model's flow pipelines must build: a flow
+    :class:`TSN`'s own, a gated model's flow stream's (from its config), None
+    for anything without a flow stream or with plain optical flow stacking."""
+    if isinstance(model, TSN):
+        flow_input = model.flow_input
+    else:
+        config = getattr(model, "flow_stream_config", None)
+        flow_input = as_flow_input(config.get("flow_input")) if config else None
+    return None if flow_input is None or flow_input.is_plain else flow_input
+
+
 def init_from_rgb(target: TSN, rgb_model: keras.Model, include_classifier: bool = False) -> None:
     """``target.init_from(rgb_model, include_classifier)``: TSN's cross-modality
     initialisation of a flow stream from an RGB stream or backbone (see
@@ -273,4 +302,4 @@ def init_from_rgb(target: TSN, rgb_model: keras.Model, include_classifier: bool 
     target.init_from(rgb_model, include_classifier=include_classifier)
 
 
-__all__ = ["CLASSIFIER", "TSN", "init_from_rgb", "stream_pooling"]
+__all__ = ["CLASSIFIER", "TSN", "flow_input_of", "init_from_rgb", "stream_pooling"]

@@ -28,6 +28,8 @@ import keras
 
 from keras_gated_tsn.atomic import save_atomically
 from keras_gated_tsn.backbones import backbone_names
+from keras_gated_tsn.data.flow_stacking import STACKINGS, FlowInput
+from keras_gated_tsn.data.layout import SETTINGS_FILE
 from keras_gated_tsn.models.common import check_int, check_ratio
 from keras_gated_tsn.models.gated_tsn import FEATURE_FUSIONS, FUSION_INITIALIZERS, GATE_ACTIVATIONS
 from keras_gated_tsn.precision import PRECISIONS
@@ -111,6 +113,17 @@ class StageConfig:
     init_from: Optional[str] = _option(
         None, "a .keras stream to start from (an RGB stream into a flow stream: cross-modality conv1)",
         flag="--init-from", group="streams (--stage rgb / flow)")
+    flow_stacking: str = _option(
+        "optical_flow", "a flow stream's input volume (two-stream ConvNets Sec. 3.1): optical_flow (eq. 1, TSN's, "
+        "default) or trajectory (eq. 2, the flow sampled along its trajectories)", flag="--flow-stacking",
+        group="streams (--stage rgb / flow)", choices=STACKINGS)
+    bidirectional: bool = _option(
+        False, "a flow stream on L/2 forward and L/2 backward fields (the backward ones inverted from the "
+        "extracted flow; L even)", flag="--bidirectional", group="streams (--stage rgb / flow)",
+        action="store_true")
+    mean_subtraction: bool = _option(
+        False, "subtract each flow field's mean vector (camera-motion compensation)", flag="--mean-subtraction",
+        group="streams (--stage rgb / flow)", action="store_true")
     rgb: Optional[str] = _option(None, "the trained RGB stream, .keras (stage gate)", flag="--rgb",
                                  group="gate (--stage gate / joint)")
     flow: Optional[str] = _option(None, "the trained flow stream, .keras (stage gate)", flag="--flow",
@@ -148,6 +161,11 @@ class StageConfig:
         flag="--precision", group="speed and scale", choices=PRECISIONS)
     jit_compile: bool = _option(False, "compile the training step with XLA", flag="--jit-compile",
                                 group="speed and scale", action="store_true")
+    augment_on: str = _option(
+        "host", "where training crops are resized and flipped: host (the input pipeline's CPU threads, "
+        "default) or device (the accelerator, inside the training step; same pixels, less host CPU per "
+        "sample: for GPUs whose input pipeline cannot keep up)",
+        flag="--augment-on", group="speed and scale", choices=("host", "device"))
     strategy: str = _option(
         "default", "default (one device), mirrored (every GPU of this machine) or multi-worker (the machines "
         "of TF_CONFIG); --batch-size is the global batch, split over the workers",
@@ -282,6 +300,24 @@ def load_model(path: str, kind: Optional[type] = None) -> keras.Model:
     return model
 
 
+def _flow_bound(data_dir: Optional[str]) -> float:
+    """The flow bound ``DATA/prepare.json`` records (the default 20 px without one)."""
+    import json
+
+    path = os.path.join(data_dir, SETTINGS_FILE) if data_dir else None
+    if path and os.path.isfile(path):
+        try:
+            with open(path, encoding="utf-8") as handle:
+                bound = json.load(handle).get("bound")
+        except (OSError, ValueError, AttributeError):
+            bound = None
+        if isinstance(bound, (int, float)) and not isinstance(bound, bool) and bound > 0:
+            return float(bound)
+    from keras_gated_tsn.data.prepare import DEFAULT_BOUND
+
+    return DEFAULT_BOUND
+
+
 def build_stage_model(config: StageConfig, num_classes: int, class_names=None) -> keras.Model:
     """The model a stage trains, compiled (new, initialised or resumed).
 
@@ -301,10 +337,16 @@ def build_stage_model(config: StageConfig, num_classes: int, class_names=None) -
         iter_size=recipe.iter_size,
     )
     if config.stage in ("rgb", "flow"):
+        flow_input = FlowInput(config.flow_stacking, config.bidirectional, config.mean_subtraction,
+                               bound=_flow_bound(config.data_dir))
+        if config.stage == "rgb" and not flow_input.is_plain:
+            raise ValueError("--flow-stacking, --bidirectional and --mean-subtraction configure a flow stream "
+                             "(--stage flow), not the rgb stream")
         model = TSN(
             config.backbone, config.stage, num_classes, config.num_segments, config.input_size,
             config.new_length, dropout=config.dropout, partial_bn=config.partial_bn,
             backbone_weights=config.backbone_weights, class_names=class_names,
+            flow_input=None if config.stage == "rgb" else flow_input,
         )
         if config.init_from:
             model.init_from(load_model(_require_file(config.init_from, "--init-from")))
@@ -474,6 +516,7 @@ def run_stage(config: StageConfig, log: Callable[[str], None] = print) -> StageR
     say(
         f"  {distribute.describe_devices(strategy)}, {config.precision}"
         + (", XLA" if config.jit_compile else "")
+        + (", crops on the device" if config.augment_on == "device" else "")
         + f"; global batch {batch}"
         + (f" ({workers.count} workers x {batch // workers.count})" if workers.count > 1 else "")
         + (f" x {recipe.iter_size} accumulated = {batch * recipe.iter_size} videos per update"
@@ -493,6 +536,9 @@ def run_stage(config: StageConfig, log: Callable[[str], None] = print) -> StageR
     modality = "rgb+flow" if gated else model.modality
     new_length = model.new_length if gated else model.snippet_length
     frames_root = frames_source(data_dir)
+    from keras_gated_tsn.models.tsn import flow_input_of
+
+    flow_input = flow_input_of(model)
     local_replicas = workers.replicas // workers.count
 
     def distributed(make):
@@ -511,7 +557,7 @@ def run_stage(config: StageConfig, log: Callable[[str], None] = print) -> StageR
             train_records, frames_root, modality, num_segments=config.num_segments, new_length=new_length,
             input_size=model.input_size, batch_size=batch, training=True, seed=seed, repeat=True,
             start_epoch=start_epoch, skip_batches=skip_batches, num_shards=workers.count,
-            shard_index=workers.index, **templates,
+            shard_index=workers.index, augment_on=config.augment_on, flow_input=flow_input, **templates,
         ))
 
     validation = validation_steps = None
@@ -519,7 +565,8 @@ def run_stage(config: StageConfig, log: Callable[[str], None] = print) -> StageR
         # Every worker scores the whole validation list (the metrics are ratios).
         validation = distributed(lambda: pipeline.make_dataset(
             val_records, frames_root, modality, num_segments=config.num_segments, new_length=new_length,
-            input_size=model.input_size, batch_size=batch // workers.count, training=False, **templates,
+            input_size=model.input_size, batch_size=batch // workers.count, training=False,
+            flow_input=flow_input, **templates,
         ))
         if workers.replicas > 1:
             # A distributed dataset has no known length: without the count Keras

@@ -23,16 +23,20 @@ which can move a value lying within a rounding error of ``k + 0.5`` by one level
 
 Batch layout (``x`` of ``(x, label)``; B videos, K snippets, frames H x W):
 
-* ``"rgb_frames"``: uint8 (B, K, H, W, 3L), ``"rgb_box"``: int32 (B, 4);
+* ``"rgb_frames"``: uint8 (B, K, h, w, 3L), ``"rgb_box"``: int32 (B, 4);
 * ``"flow_planes"``: uint8 (B, K, 2L, h, w), planes ``x1, y1, x2, y2, ...``
-  (128 = no motion; interleaved into channels on the device): the whole
-  frames, or (plain optical flow stacking of JPEG planes) a fixed window of
-  them that holds every candidate crop, decoded alone (256 x 258 of 340 x 256
-  frames: a quarter fewer pixels to decode),
-  ``"flow_box"``: int32 (B, 4), in the planes' coordinates;
+  (128 = no motion; interleaved into channels on the device),
+  ``"flow_box"``: int32 (B, 4);
+
+  each group's frames whole, or (JPEG files; for flow, plain optical flow
+  stacking) a fixed window of them that holds every candidate crop, decoded
+  alone: 256 x 258 of 340 x 256 flow planes, 256 x 290 of the colour frames
+  (with a 16-px margin where a window decoded alone upsamples its chroma
+  differently), a quarter and a seventh fewer pixels to decode; the boxes are
+  in the window's coordinates;
 * ``"flip"``: bool (B,).
 
-A box is ``(y, x, h, w)`` in pixels of its group's frames. ``"rgb"`` has the
+A box is ``(y, x, h, w)`` in pixels of its group's frames (or window). ``"rgb"`` has the
 rgb keys, ``"flow"`` the flow keys, ``"rgb+flow"`` both (the flow box is the
 rgb box mapped onto the flow frames, :func:`~keras_gated_tsn.data.transforms.rescale_box`).
 """

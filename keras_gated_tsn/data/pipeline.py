@@ -365,12 +365,20 @@ class _Reader:
             out_y += [plane[..., None] for plane in tf.unstack(y, num=length)]
         return out_x, out_y
 
+    def rgb_frames(self, encoded: Dict[str, List[tf.Tensor]], window=None) -> tf.Tensor:
+        """Colour frames uint8 (F, H, W, 3 or 3L), whole or only ``window`` =
+        int32 (4,) ``(y, x, h, w)`` of each, decoded alone (JPEG; its outer
+        ``_COLOUR_MARGIN`` pixels may differ from the whole decode)."""
+        if window is None:
+            return self._rgb([self.decoders["rgb"](data, 3) for data in encoded["rgb"]])
+        return self._rgb([tf.io.decode_and_crop_jpeg(data, window, channels=3) for data in encoded["rgb"]])
+
     def flow_planes(self, encoded: Dict[str, List[tf.Tensor]], window=None) -> tf.Tensor:
         """Flow planes, not interleaved: uint8 (F, 2L, H, W), planes x1, y1, x2, y2, ...
         (``augment_on="device"`` interleaves them after its crop, on the device).
 
         ``window``: int32 (4,) ``(y, x, h, w)``: only that window of each plane,
-        decoded alone (JPEG, plain stacking only: see ``_flow_window``); (F, 2L, h, w)."""
+        decoded alone (JPEG, plain stacking only: see ``_decode_windows``); (F, 2L, h, w)."""
         if window is None:
             def decode(kind, data):
                 return self.decoders[kind](data, 1)
@@ -496,22 +504,34 @@ def _epoch_indexed(columns, seed, shuffle, batch_size, start_epoch, skip_batches
     return tf.data.Dataset.range(start_epoch, last), epoch_elements
 
 
-def _flow_window(reader: _Reader, frame_sizes, groups, input_size, scales, max_distort) -> Optional[Tuple[int, int]]:
-    """``(h, w)`` of a window of the flow frames that holds every multi-scale
-    crop (the largest candidate, mapped onto the flow frames, plus 2 px for the
-    mapping's rounding), where it is smaller than the frame and the planes can
-    be decoded as windows (JPEG, plain stacking); else None (whole frames).
-    On 340x256 frames the largest crop is 256 x 256: a quarter less to decode."""
-    if "flow" not in groups or not reader.flow_input.is_plain or not (reader.jpeg["flow_x"] and reader.jpeg["flow_y"]):
-        return None
+#: Pixels a colour window is widened by on each side where it is not the frame's
+#: edge: a window of a 4:2:0 JPEG decoded alone upsamples its chroma differently
+#: along its edges, so its outer pixels may differ from the whole decode; the
+#: crop reads only pixels at least this far inside (two 8-px chroma blocks).
+_COLOUR_MARGIN = 16
+
+
+def _decode_windows(reader: _Reader, frame_sizes, groups, input_size, scales, max_distort):
+    """``{group: (h, w, margin) or None}``: a fixed window of the group's frames
+    that holds every multi-scale crop (the largest candidate mapped onto the
+    group's frames, + 2 px for the mapping's rounding, + the margin on both
+    sides), decoded alone (``tf.io.decode_and_crop_jpeg``) instead of whole
+    frames: JPEG files only, and for flow plain stacking only (other volumes
+    need whole fields). None where the window would be the whole frame. On
+    340x256 frames the largest crop is 256 x 256: flow decodes 256x258 of
+    340x256 (a quarter less), colour 256x290."""
     ref_h, ref_w = frame_sizes[groups[0]]
-    flow_h, flow_w = frame_sizes["flow"]
     largest = transforms.multiscale_crop_sizes(ref_h, ref_w, input_size, scales, max_distort).max(axis=0)
-    win_h = min(flow_h, int(np.ceil(largest[0] * flow_h / ref_h)) + 2)
-    win_w = min(flow_w, int(np.ceil(largest[1] * flow_w / ref_w)) + 2)
-    if (win_h, win_w) == (flow_h, flow_w):
-        return None
-    return win_h, win_w
+    out = {}
+    for group in groups:
+        kinds = ("rgb",) if group == "rgb" else ("flow_x", "flow_y")
+        usable = all(reader.jpeg[kind] for kind in kinds) and (group == "rgb" or reader.flow_input.is_plain)
+        height, width = frame_sizes[group]
+        margin = _COLOUR_MARGIN if group == "rgb" else 0
+        win_h = min(height, int(np.ceil(largest[0] * height / ref_h)) + 2 + 2 * margin)
+        win_w = min(width, int(np.ceil(largest[1] * width / ref_w)) + 2 + 2 * margin)
+        out[group] = (win_h, win_w, margin) if usable and (win_h, win_w) != (height, width) else None
+    return out
 
 
 def _first_frame_sizes(reader: _Reader, locations, groups) -> Dict[str, Tuple[int, int]]:
@@ -568,6 +588,7 @@ def make_dataset(
     shard_index: int = 0,
     augment_on: str = "host",
     flow_input: flow_stacking.FlowInputLike = None,
+    snippet_stride: Optional[Tuple[int, int]] = None,
 ) -> tf.data.Dataset:
     """Batches of K TSN snippets per video, for training or validation.
 
@@ -644,6 +665,13 @@ def make_dataset(
             the two-stream ConvNets), trajectory stacking (eq. 2),
             bi-directional flow, mean flow subtraction. Computed on whole
             frames before the crop.
+        snippet_stride: None (TSN: one snippet per segment), or ``(tau_min,
+            tau_max)``: the ``num_segments`` snippets are T consecutive
+            chunks ``tau`` items apart, tau drawn from the range in training
+            and the largest that fits otherwise
+            (:func:`~keras_gated_tsn.data.sampling.strided_offsets`; the
+            input of convolutional two-stream fusion's temporal fusion,
+            Feichtenhofer et al. 2016 Sec. 3.5, trained with tau in [1, 10]).
 
     With a ``seed`` and ``repeat`` (or a start, skip or shards), epoch ``e`` of
     a training dataset is a pure function of ``(seed, e)``: its order is a
@@ -703,6 +731,7 @@ def make_dataset(
     if scale_size < input_size:
         raise ValueError(f"scale_size must be >= input_size {input_size}, got {scale_size}")
     shuffle = training if shuffle is None else bool(shuffle)
+    stride_range = None if snippet_stride is None else sampling.check_stride_range(snippet_stride)
 
     for name, value, minimum in (("start_epoch", start_epoch, 0), ("skip_batches", skip_batches, 0),
                                  ("num_shards", num_shards, 1), ("shard_index", shard_index, 0)):
@@ -754,11 +783,11 @@ def make_dataset(
     frame_sizes = _first_frame_sizes(reader, locations, groups) if augment_on == "device" else None
 
     if augment_on == "device":
-        flow_window = _flow_window(reader, frame_sizes, groups, input_size, scales, max_distort)
+        windows = _decode_windows(reader, frame_sizes, groups, input_size, scales, max_distort)
 
     def uncropped(payload, encoded, seeds):
-        """``augment_on="device"``: whole frames (flow: a window holding every
-        possible crop), the crop box and the flip (the host path's draws)."""
+        """``augment_on="device"``: each group's frames (whole, or a fixed window
+        holding every possible crop), the crop box and the flip (the host path's draws)."""
         checks = []
         for group in groups:
             height, width = frame_sizes[group]
@@ -774,35 +803,40 @@ def make_dataset(
         )
         do_flip = tf.random.stateless_uniform([], seeds[2], dtype=tf.float32) < flip_prob
         result = {device_crops.FLIP: do_flip}
+        keys = {"rgb": (device_crops.RGB_FRAMES, device_crops.RGB_BOX),
+                "flow": (device_crops.FLOW_PLANES, device_crops.FLOW_BOX)}
         with tf.control_dependencies(checks):  # (the size check names the video before a decode fails)
-            if "rgb" in groups:
-                height, width = frame_sizes["rgb"]
-                frames = reader.decode({"rgb": encoded["rgb"]})["rgb"]
-                result[device_crops.RGB_FRAMES] = tf.ensure_shape(
-                    frames, [num_segments, height, width, channels["rgb"]])
-                result[device_crops.RGB_BOX] = tf.cast(box, tf.int32)
-            if "flow" in groups:
-                flow_box = box if groups[0] == "flow" else transforms.rescale_box(
-                    box, frame_sizes["rgb"], frame_sizes["flow"])
-                flow_box = tf.cast(flow_box, tf.int32)
-                height, width = frame_sizes["flow"]
-                if flow_window is not None:
-                    # Decode only a fixed window that holds the crop (the same pixels).
-                    win_h, win_w = flow_window
-                    corner = tf.minimum(flow_box[:2], [height - win_h, width - win_w])
-                    planes = reader.flow_planes(encoded, tf.concat([corner, [win_h, win_w]], 0))
-                    flow_box = tf.concat([flow_box[:2] - corner, flow_box[2:]], 0)
+            for group in groups:
+                group_box = box if group == groups[0] else transforms.rescale_box(
+                    box, frame_sizes[groups[0]], frame_sizes[group])
+                group_box = tf.cast(group_box, tf.int32)
+                height, width = frame_sizes[group]
+                window = None
+                if windows[group] is not None:
+                    # Decode only a fixed window that holds the crop (the same pixels there).
+                    win_h, win_w, margin = windows[group]
+                    corner = tf.clip_by_value(group_box[:2] - margin, 0, [height - win_h, width - win_w])
+                    window = tf.concat([corner, [win_h, win_w]], 0)
+                    group_box = tf.concat([group_box[:2] - corner, group_box[2:]], 0)
                     height, width = win_h, win_w
+                if group == "rgb":
+                    frames = reader.rgb_frames(encoded, window)
+                    shape = [num_segments, height, width, channels["rgb"]]
                 else:
-                    planes = reader.flow_planes(encoded)
-                result[device_crops.FLOW_PLANES] = tf.ensure_shape(
-                    planes, [num_segments, channels["flow"], height, width])
-                result[device_crops.FLOW_BOX] = flow_box
+                    frames = reader.flow_planes(encoded, window)
+                    shape = [num_segments, channels["flow"], height, width]
+                result[keys[group][0]] = tf.ensure_shape(frames, shape)
+                result[keys[group][1]] = group_box
         return result
 
     def load(payload, n, label, key):
         if training:
             seeds = [tf.stack([key, tf.constant(i, tf.int64)]) for i in range(3)]
+        if stride_range is not None:
+            offsets = sampling.strided_offsets_tf(
+                n, num_segments, new_length, stride_range, training, seeds[0] if training else None
+            )
+        elif training:
             offsets = sampling.train_offsets_tf(n, num_segments, new_length, seeds[0])
         else:
             offsets = sampling.test_offsets_tf(n, num_segments, new_length)
@@ -878,6 +912,7 @@ def make_test_dataset(
     num_parallel_calls: Optional[int] = tf.data.AUTOTUNE,
     prefetch: Optional[int] = 1,
     flow_input: flow_stacking.FlowInputLike = None,
+    snippet_stride: Optional[Tuple[int, int]] = None,
 ) -> tf.data.Dataset:
     """All test views of each video: TSN / gated-TSN test protocol (paper Sec. IV-A).
 
@@ -897,6 +932,14 @@ def make_test_dataset(
         num_frames: snippets per video (25 in the paper).
         crops: views per snippet: 10 (paper), 5, 3 (along the longer side) or 1 (centre only).
         flow_input: as in :func:`make_dataset` (the temporal net's input configuration).
+        snippet_stride: None (the protocol above), or ``(tau_min, tau_max)``:
+            the ``num_frames`` snippets are T chunks ``tau`` apart (the
+            largest tau of the range that fits, centred:
+            :func:`~keras_gated_tsn.data.sampling.strided_offsets`), and a view
+            is one crop of all of them: ``x`` is then (crops, T, S, S, C), the
+            input of convolutional two-stream fusion's temporal fusion
+            (Feichtenhofer et al. 2016, Sec. 4 "Testing": the T = 5 snippets
+            and their flips).
         prefetch: videos to prefetch (default 1; elements are large:
             25 x 10 x 224 x 224 x 10 bytes = 125 MB for flow).
 
@@ -941,9 +984,13 @@ def make_test_dataset(
     ds = reader.fetch(ds, deterministic=True)
     channels = _channels(modality, new_length)
     views = num_frames * crops
+    stride_range = None if snippet_stride is None else sampling.check_stride_range(snippet_stride)
 
     def load(payload, n, label, video):
-        offsets = sampling.test_offsets_tf(n, num_frames, new_length)
+        if stride_range is None:
+            offsets = sampling.test_offsets_tf(n, num_frames, new_length)
+        else:
+            offsets = sampling.strided_offsets_tf(n, num_frames, new_length, stride_range, training=False)
         indices = sampling.snippet_indices_tf(offsets, n, new_length)
         groups = reader.decode(reader.encoded(payload, indices))
         out = {}
@@ -951,7 +998,11 @@ def make_test_dataset(
             x = transforms.oversample(
                 frames, input_size, scale_size, crops=crops, flow=kind == "flow"
             )
-            x = tf.reshape(x, [views, 1, input_size, input_size, channels[kind]])
+            if stride_range is None:
+                x = tf.reshape(x, [views, 1, input_size, input_size, channels[kind]])
+            else:  # a view = one crop of all T snippets
+                x = tf.reshape(x, [num_frames, crops, input_size, input_size, channels[kind]])
+                x = tf.transpose(x, [1, 0, 2, 3, 4])
             out[kind] = x
         return _output(out, modality), label, video
 

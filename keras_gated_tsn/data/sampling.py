@@ -34,7 +34,7 @@ frame of its flow stack (image index = offset), as the authors' loader does.
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Tuple, Union
 
 import numpy as np
 import tensorflow as tf
@@ -264,6 +264,106 @@ def test_offsets_tf(num_items, num_segments: int, new_length: int) -> tf.Tensor:
     return tf.where(tick > 0, offsets, tf.zeros([k], tf.int32))
 
 
+#: Feichtenhofer et al.'s training strides: tau drawn from [1, 10] frames (CVPR 2016, Sec. 4, "Spatiotemporal
+#: architecture", training augmentation).
+DEFAULT_STRIDE_RANGE = (1, 10)
+
+
+def check_stride_range(stride_range) -> Tuple[int, int]:
+    """``(tau_min, tau_max)`` as ints with ``1 <= tau_min <= tau_max``.
+
+    Raises:
+        ValueError: quoting the value otherwise.
+    """
+    try:
+        low, high = (int(v) for v in stride_range)
+        ok = all(float(v) == int(v) and not isinstance(v, bool) for v in stride_range)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok or not 1 <= low <= high:
+        raise ValueError(f"snippet_stride must be (tau_min, tau_max) ints with 1 <= tau_min <= tau_max, "
+                         f"got {stride_range!r}")
+    return low, high
+
+
+def _longest_stride(n, num_snippets: int, new_length: int):
+    """The largest tau with which T snippets of L items fit in n items (>= 1)."""
+    if num_snippets == 1:
+        return None
+    return max((n - new_length) // (num_snippets - 1), 1)
+
+
+def strided_offsets(
+    num_items: int, num_snippets: int, new_length: int = 1, stride_range=DEFAULT_STRIDE_RANGE,
+    training: bool = True, rng: SeedLike = None,
+) -> np.ndarray:
+    """Offsets of T snippets ``tau`` items apart (convolutional two-stream fusion, Sec. 3.5 and 4).
+
+    The temporal fusion layer "receives T temporal chunks that are tau frames
+    apart", at ``t, t + tau, ..., t + (T - 1) tau``. Training draws tau
+    uniformly from ``stride_range`` (clamped to the largest stride at which the
+    T snippets fit in the video, at least 1) and then the start ``t``
+    uniformly among those that fit; evaluation takes the largest stride of
+    the range that fits and centres the snippets. Snippets that do not fit
+    (a video shorter than ``T - 1 + L`` items) are clamped by
+    :func:`snippet_indices`, repeating the last items.
+
+    Args:
+        num_items: n, available items (frames for RGB, flow pairs for flow).
+        num_snippets: T >= 1.
+        new_length: L >= 1.
+        stride_range: ``(tau_min, tau_max)`` in items, 1 <= tau_min <= tau_max.
+        training: random (True) or centred (False).
+        rng: seed or generator (training).
+
+    Returns:
+        int64 array (T,), non-decreasing, ``offsets[i + 1] - offsets[i] = tau``.
+
+    Raises:
+        ValueError: for an argument out of range.
+    """
+    _check_args(num_items, num_snippets, new_length)
+    low, high = check_stride_range(stride_range)
+    n, t, length = int(num_items), int(num_snippets), int(new_length)
+    longest = _longest_stride(n, t, length)
+    high = high if longest is None else min(high, longest)
+    low = min(low, high)
+    gen = _rng(rng) if training else None
+    tau = int(gen.integers(low, high + 1)) if training else high
+    span = (t - 1) * tau + length
+    room = max(n - span, 0)
+    start = int(gen.integers(0, room + 1)) if training else room // 2
+    return start + tau * np.arange(t, dtype=np.int64)
+
+
+def strided_offsets_tf(num_items, num_snippets: int, new_length: int, stride_range, training: bool, seed=None):
+    """Graph version of :func:`strided_offsets` (stateless draws keyed by ``seed``, shape [2]).
+
+    Returns:
+        int32 tensor (T,).
+    """
+    t, length = int(num_snippets), int(new_length)
+    _check_args(0, t, length)
+    low, high = check_stride_range(stride_range)
+    n = tf.cast(num_items, tf.int32)
+    if t > 1:
+        high = tf.minimum(high, tf.maximum(tf.math.floordiv(n - length, t - 1), 1))
+    else:
+        high = tf.constant(high, tf.int32)
+    low = tf.minimum(tf.constant(low, tf.int32), high)
+    if training:
+        seeds = tf.random.experimental.stateless_split(seed, num=2)
+        tau = tf.random.stateless_uniform([], seeds[0], minval=low, maxval=high + 1, dtype=tf.int32)
+    else:
+        tau = high
+    room = tf.maximum(n - ((t - 1) * tau + length), 0)
+    if training:
+        start = tf.random.stateless_uniform([], seeds[1], minval=0, maxval=room + 1, dtype=tf.int32)
+    else:
+        start = tf.math.floordiv(room, 2)
+    return start + tau * tf.range(t, dtype=tf.int32)
+
+
 def snippet_indices_tf(offsets, num_items, new_length: int) -> tf.Tensor:
     """Graph version of :func:`snippet_indices`.
 
@@ -317,4 +417,8 @@ __all__ = [
     "test_offsets_tf",
     "snippet_indices_tf",
     "sample_indices_tf",
+    "DEFAULT_STRIDE_RANGE",
+    "check_stride_range",
+    "strided_offsets",
+    "strided_offsets_tf",
 ]

@@ -21,6 +21,7 @@ import numpy as np
 
 from keras_gated_tsn.data import pipeline
 from keras_gated_tsn.data.lists import VideoRecord, check_labels, read_list_file
+from keras_gated_tsn.data.sampling import DEFAULT_STRIDE_RANGE
 from keras_gated_tsn.evaluation.scores import ScoreFile
 
 GATE_FIELDS = ("fused", "gating_classifier", "fusion_weights")
@@ -31,6 +32,18 @@ def _flow_input(gated_model, flow_model):
     from keras_gated_tsn.models.tsn import flow_input_of
 
     return flow_input_of(gated_model if gated_model is not None else flow_model)
+
+
+def _test_snippets(gated_model, num_frames: int):
+    """``(snippets per video, snippet_stride)`` of the test views: the protocol's
+    ``num_frames`` uniformly spaced snippets scored one by one, or, for a
+    convolutional fusion model with temporal fusion, its T snippets tau apart in
+    each view (Feichtenhofer et al. 2016, Sec. 4 "Testing")."""
+    from keras_gated_tsn.models import ConvTwoStreamFusion
+
+    if isinstance(gated_model, ConvTwoStreamFusion) and gated_model.temporal_fusion != "none":
+        return gated_model.num_snippets, (1, gated_model.snippet_stride or DEFAULT_STRIDE_RANGE[1])
+    return num_frames, None
 
 
 def _check_models(class_names, gated_model, rgb_model, flow_model):
@@ -44,10 +57,14 @@ def _check_models(class_names, gated_model, rgb_model, flow_model):
     from keras_gated_tsn.models import TSN, GatedTSN
 
     if gated_model is not None:
-        if not isinstance(gated_model, GatedTSN):
-            raise ValueError(f"gated_model must be a GatedTSN, got {type(gated_model).__name__}")
+        from keras_gated_tsn.models import ConvTwoStreamFusion
+
+        if not isinstance(gated_model, (GatedTSN, ConvTwoStreamFusion)):
+            raise ValueError(
+                f"gated_model must be a GatedTSN or a ConvTwoStreamFusion, got {type(gated_model).__name__}")
         modality, size, new_length = "rgb+flow", gated_model.input_size, gated_model.new_length
-        metadata = {"backbone": gated_model.backbone, "model": "gated_tsn"}
+        kind = "gated_tsn" if isinstance(gated_model, GatedTSN) else "conv_fusion"
+        metadata = {"backbone": gated_model.backbone, "model": kind}
         classes = {gated_model.num_classes}
     else:
         streams = {name: model for name, model in (("rgb", rgb_model), ("flow", flow_model)) if model is not None}
@@ -102,7 +119,10 @@ def _scored_videos(
         count = int(count)
         if gated_model is not None:
             outputs = gated_model.predict_on_batch(views)
-            scored = {name: outputs[name] for name in ("rgb", "flow") + GATE_FIELDS}
+            if "fusion_weights" in outputs:  # a GatedTSN
+                scored = {name: outputs[name] for name in ("rgb", "flow") + GATE_FIELDS}
+            else:  # convolutional fusion: its fused prediction
+                scored = {"fused": outputs["fused"]}
         else:
             scored = {}
             for name, model in (("rgb", rgb_model), ("flow", flow_model)):
@@ -133,7 +153,10 @@ def evaluate(
 
     Either ``gated_model`` (a :func:`~keras_gated_tsn.models.GatedTSN`: the
     score file then also holds ``fused``, ``gating_classifier`` and
-    ``fusion_weights``), or one or both of ``rgb_model`` / ``flow_model``
+    ``fusion_weights``; or a
+    :class:`~keras_gated_tsn.models.ConvTwoStreamFusion`: its ``fused``
+    scores only, and with temporal fusion each view holds its T snippets,
+    ``num_frames`` being replaced by T), or one or both of ``rgb_model`` / ``flow_model``
     (TSN streams). Input size and flow length are read from the models' configs.
 
     The ``V = num_frames · crops`` views of ``videos_per_batch`` videos go
@@ -171,10 +194,12 @@ def evaluate(
             missing folder).
     """
     modality, size, new_length, metadata = _check_models(class_names, gated_model, rgb_model, flow_model)
+    num_frames, snippet_stride = _test_snippets(gated_model, num_frames)
     records, list_file = _records_of(records, class_names)
     _check_batch(videos_per_batch)
     dataset = pipeline.make_test_dataset(
         list_file or records, frames_root, modality, num_frames=num_frames, crops=crops,
+        snippet_stride=snippet_stride,
         input_size=size, new_length=new_length, flow_input=_flow_input(gated_model, flow_model),
         **dataset_options,
     )
@@ -189,7 +214,7 @@ def evaluate(
         if bar is not None:
             bar.add(1)
     return _score_file(video_ids, labels, fields, class_names, num_frames, crops,
-                       {**metadata, "modality": modality, "input_size": int(size)})
+                       {**metadata, "modality": modality, "input_size": int(size)}, snippet_stride)
 
 
 def _check_batch(videos_per_batch) -> None:
@@ -198,8 +223,15 @@ def _check_batch(videos_per_batch) -> None:
         raise ValueError(f"videos_per_batch must be an int >= 1, got {videos_per_batch!r}")
 
 
-def _score_file(video_ids, labels, fields, class_names, num_frames, crops, metadata) -> ScoreFile:
+def _score_file(video_ids, labels, fields, class_names, num_frames, crops, metadata,
+                snippet_stride=None) -> ScoreFile:
+    """The score file of a run. With strided views (a view = one crop of T
+    snippets) the file has ``num_frames`` 1 and records T and the stride range
+    as ``snippets_per_view`` and ``snippet_stride`` in its metadata."""
     stacked = {name: np.stack(values) for name, values in fields.items()}
+    if snippet_stride is not None:
+        metadata = {**metadata, "snippets_per_view": int(num_frames), "snippet_stride": list(snippet_stride)}
+        num_frames = 1
     return ScoreFile(
         video_ids=np.asarray(video_ids),
         labels=np.asarray(labels, dtype=np.int64),
@@ -299,6 +331,7 @@ def evaluate_to_file(
     from keras_gated_tsn.evaluation.scores import save_scores
 
     modality, size, new_length, metadata = _check_models(class_names, gated_model, rgb_model, flow_model)
+    num_frames, snippet_stride = _test_snippets(gated_model, num_frames)
     records, list_file = _records_of(records, class_names)
     _check_batch(videos_per_batch)
     if isinstance(flush_every, bool) or not isinstance(flush_every, (int, np.integer)) or flush_every < 1:
@@ -369,7 +402,7 @@ def evaluate_to_file(
 
     if remaining:
         dataset = pipeline.make_test_dataset(
-            remaining, frames_root, modality, num_frames=num_frames, crops=crops,
+            remaining, frames_root, modality, num_frames=num_frames, crops=crops, snippet_stride=snippet_stride,
             input_size=size, new_length=new_length, flow_input=_flow_input(gated_model, flow_model),
         **dataset_options,
         )
@@ -393,7 +426,7 @@ def evaluate_to_file(
             raise
         flush()
     scores = _score_file(video_ids, labels, fields, class_names, num_frames, crops,
-                         {**metadata, "modality": modality, "input_size": int(size)})
+                         {**metadata, "modality": modality, "input_size": int(size)}, snippet_stride)
     save_scores(out, scores)
     shutil.rmtree(partial, ignore_errors=True)
     return scores

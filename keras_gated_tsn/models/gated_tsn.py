@@ -124,8 +124,11 @@ class GatedTSN(BuildsFromSpecs, keras.Model):
     Args:
         rgb_stream: the trained RGB :class:`~keras_gated_tsn.models.TSN`
             (or its config, which builds it with untrained weights).
-        flow_stream: the trained flow stream (or its config), same backbone,
-            classes and input size.
+        flow_stream: the trained flow stream (or its config), same classes
+            and input size; same backbone, or a variant of it with the same
+            fusion layer (``cnn_m_2048_no_norm2``, the two-stream ConvNets'
+            temporal net, beside a ``cnn_m_2048`` RGB stream). The gating
+            ConvNet is built from the RGB stream's backbone.
         fusion_layer: a feature layer of the backbone; default the
             backbone's ``default_fusion_layer``: ``inception_4e_output`` for
             BN-Inception (the paper's best, Table II), the layer before the
@@ -205,7 +208,7 @@ class GatedTSN(BuildsFromSpecs, keras.Model):
         dropout = check_ratio("dropout", dropout)
         rgb_config = _stream_config(rgb_stream, "rgb")
         flow_config = _stream_config(flow_stream, "flow")
-        for key in ("backbone", "num_classes", "input_size"):
+        for key in ("num_classes", "input_size"):
             if rgb_config[key] != flow_config[key]:
                 raise ValueError(
                     f"the streams disagree on {key}: rgb {rgb_config[key]!r}, flow {flow_config[key]!r}"
@@ -219,6 +222,16 @@ class GatedTSN(BuildsFromSpecs, keras.Model):
             )
         spec = get_backbone(rgb_config["backbone"])
         fusion_layer = spec.check_feature_layer(fusion_layer or spec.default_fusion_layer)
+        if rgb_config["backbone"] != flow_config["backbone"]:
+            # Two variants of one architecture (the two-stream ConvNets' temporal net drops
+            # norm2): allowed where both have the fusion layer with the same maps.
+            flow_spec = get_backbone(flow_config["backbone"])
+            if flow_spec.feature_layers.get(fusion_layer) != spec.feature_layers[fusion_layer]:
+                raise ValueError(
+                    f"the streams disagree on backbone: rgb {rgb_config['backbone']!r}, flow "
+                    f"{flow_config['backbone']!r}, and the flow backbone has no {fusion_layer!r} with the rgb "
+                    f"one's channels and stride {spec.feature_layers[fusion_layer]}"
+                )
         num_classes = rgb_config["num_classes"]
 
         with precision_scope(policy, warn=False):

@@ -22,20 +22,27 @@ from keras_gated_tsn.models import TSN
 def frames(shared_data, tmp_path_factory):
     """Three real 320x240 videos (6, 6 and 4 frames with their flow), and the
     same videos with flow planes at half size (a joint mode whose crop box is
-    mapped from the RGB frames onto the flow)."""
+    mapped from the RGB frames onto the flow), and at 340x256 written by
+    OpenCV's encoder as `gated-tsn prepare` writes them."""
     src = shared_data / "frames" / "tsn_layout_sample"
     root = tmp_path_factory.mktemp("device_crops")
     records = []
     for video, count in (("a", 6), ("b", 6), ("c", 4)):
-        for layout, scale in (("same", 1.0), ("half_flow", 0.5)):
+        for layout, scale in (("same", 1.0), ("half_flow", 0.5), ("cv2_340", None)):
             folder = root / layout / video
             folder.mkdir(parents=True)
             for i in range(1, count + 1):
-                shutil.copy(src / f"img_{i:05d}.jpg", folder / f"img_{i:05d}.jpg")
+                if scale is None:  # frames as `gated-tsn prepare` writes them: 340x256, cv2's JPEG encoder
+                    image = cv2.resize(cv2.imread(str(src / f"img_{i:05d}.jpg")), (340, 256))
+                    cv2.imwrite(str(folder / f"img_{i:05d}.jpg"), image)
+                else:
+                    shutil.copy(src / f"img_{i:05d}.jpg", folder / f"img_{i:05d}.jpg")
             for i in range(1, count):
                 for axis in "xy":
                     plane = cv2.imread(str(src / f"{axis}_{i:05d}.jpg"), cv2.IMREAD_GRAYSCALE)
-                    if scale != 1.0:
+                    if scale is None:
+                        plane = cv2.resize(plane, (340, 256))
+                    elif scale != 1.0:
                         plane = cv2.resize(plane, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
                     cv2.imwrite(str(folder / f"flow_{axis}_{i:05d}.jpg"), plane)
         records.append(VideoRecord(video, count, len(records)))
@@ -50,7 +57,7 @@ def _pair(records, root, modality, size, batches=6, **kwargs):
 
 
 @pytest.mark.parametrize("layout,modality", [
-    ("same", "rgb"), ("same", "flow"), ("same", "rgb+flow"), ("half_flow", "rgb+flow"),
+    ("same", "rgb"), ("same", "flow"), ("same", "rgb+flow"), ("half_flow", "rgb+flow"), ("cv2_340", "rgb+flow"),
 ])
 @pytest.mark.parametrize("size", [64, 224])  # 224: crops of 240 * 0.66..0.875 are enlarged
 @pytest.mark.parametrize("flip_prob", [0.5, 1.0])
@@ -80,13 +87,15 @@ def test_uncropped_batch_layout(frames):
     root, records = frames
     x, _ = next(iter(pipeline.make_dataset(records, root / "half_flow", "rgb+flow", input_size=64, batch_size=3,
                                            seed=0, augment_on="device")))
-    assert x[device_crops.RGB_FRAMES].shape == (3, 3, 240, 320, 3)  # whole frames
-    # Flow: a fixed window of the 120x160 planes that holds the largest crop (120x120 of
-    # the half-size flow, + 2 px), planes x1, y1, ... not interleaved; boxes inside it.
+    # Fixed windows that hold the largest crop (240x240 of the 240x320 frames): colour
+    # + 2 px + a 16-px margin each side, flow (120x120 of the half-size planes) + 2 px,
+    # planes x1, y1, ... not interleaved; the boxes inside them (colour: off the margin).
+    assert x[device_crops.RGB_FRAMES].shape == (3, 3, 240, 274, 3)
     assert x[device_crops.FLOW_PLANES].shape == (3, 3, 10, 120, 122)
     rgb_box, flow_box = x[device_crops.RGB_BOX].numpy(), x[device_crops.FLOW_BOX].numpy()
     np.testing.assert_array_equal(flow_box[:, 2:], np.round(rgb_box[:, 2:] / 2).astype(int))  # the same relative crop
     assert (flow_box[:, :2] >= 0).all() and (flow_box[:, :2] + flow_box[:, 2:] <= [120, 122]).all()
+    assert (rgb_box[:, :2] >= 0).all() and (rgb_box[:, :2] + rgb_box[:, 2:] <= [240, 274]).all()
     assert x[device_crops.FLIP].dtype == tf.bool
     # Whole planes where a volume needs whole fields (trajectories leave the crop).
     x, _ = next(iter(pipeline.make_dataset(records, root / "same", "flow", input_size=64, batch_size=3, seed=0,

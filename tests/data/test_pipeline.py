@@ -166,6 +166,25 @@ def test_validation_uses_segment_centres(layout):
         np.testing.assert_array_equal(x.numpy()[0, k], image[y0 : y0 + S, x0 : x0 + S])
 
 
+def test_strided_snippets_are_the_frames_tau_apart(layout):
+    """``snippet_stride``: the T snippets of convolutional two-stream fusion;
+    validation takes the largest stride that fits (6 frames, T = 3: tau = 2)."""
+    ds = pipeline.make_dataset(
+        layout["records"][:1], layout["frames"], "rgb", input_size=S, batch_size=1,
+        training=False, scale_size=240, snippet_stride=(1, 10),
+    )
+    x, _ = _first(ds)
+    y0, x0 = (240 - S) // 4 * 2, (320 - S) // 4 * 2
+    for k, offset in enumerate((0, 2, 4)):
+        image = _decode(layout["frames"] / "full" / f"img_{offset + 1:05d}.jpg", 3)
+        np.testing.assert_array_equal(x.numpy()[0, k], image[y0 : y0 + S, x0 : x0 + S])
+    train = pipeline.make_dataset(layout["records"], layout["frames"], "rgb+flow", input_size=S, batch_size=2,
+                                  seed=0, snippet_stride=(1, 2), new_length=2)
+    assert _shapes(_first(train)[0])["flow"] == ((2, 3, S, S, 4), "uint8")
+    with pytest.raises(ValueError, match="snippet_stride must be"):
+        pipeline.make_dataset(layout["records"], layout["frames"], "rgb", snippet_stride=(0, 2))
+
+
 # ------------------------------------------------------------------ randomness
 
 

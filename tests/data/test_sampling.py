@@ -154,3 +154,42 @@ def test_bad_arguments():
         sampling.test_offsets(-1, 3)
     with pytest.raises(ValueError, match="num_items"):
         sampling.snippet_indices([0], 0, 1)
+
+
+# ------------------------------------------------- strided snippets (conv two-stream fusion)
+
+
+@pytest.mark.parametrize("n", [3, 14, 20, 60, 200])
+def test_strided_offsets_fit_and_keep_their_stride(n):
+    """T = 5 snippets of L = 10 flow pairs, tau drawn from [1, 10] (Feichtenhofer
+    et al. Sec. 4): every draw has one stride, fits the video when it can, and
+    covers all allowed strides; evaluation takes the largest that fits, centred."""
+    t, length = 5, 10
+    longest = max((n - length) // (t - 1), 1)
+    strides = set()
+    for seed in range(200):
+        offsets = sampling.strided_offsets(n, t, length, (1, 10), training=True, rng=seed)
+        tau = np.diff(offsets)
+        assert len(set(tau)) == 1 and 1 <= tau[0] <= min(10, longest)
+        strides.add(int(tau[0]))
+        assert offsets[0] >= 0 and (offsets[-1] + length <= n or offsets[0] == 0)
+    assert strides == set(range(1, min(10, longest) + 1))
+    centred = sampling.strided_offsets(n, t, length, (1, 10), training=False)
+    tau = min(10, longest)
+    room = max(n - (4 * tau + length), 0)
+    np.testing.assert_array_equal(centred, room // 2 + tau * np.arange(5))
+    np.testing.assert_array_equal(sampling.strided_offsets_tf(n, t, length, (1, 10), False).numpy(), centred)
+
+
+def test_strided_offsets_tf_draws_in_the_same_ranges():
+    for n in (20, 60):
+        taus = set()
+        for i in range(60):
+            offsets = sampling.strided_offsets_tf(n, 5, 10, (2, 4), True, tf.constant([i, 7], tf.int64)).numpy()
+            tau = np.diff(offsets)
+            assert len(set(tau)) == 1 and offsets[-1] + 10 <= n
+            taus.add(int(tau[0]))
+        assert taus == ({2} if n == 20 else {2, 3, 4})  # n = 20: only tau <= 2 fits
+    for bad in ((0, 3), (4, 2), (1.5, 3), "ab", (True, 3)):
+        with pytest.raises(ValueError, match="snippet_stride must be"):
+            sampling.check_stride_range(bad)

@@ -341,3 +341,43 @@ def test_bad_options(streams):
     vgg_flow = TSN("vgg16", "flow", num_classes=CLASSES, input_size=67, new_length=L)
     with pytest.raises(ValueError, match="not a feature layer of VGG16"):
         ConvTwoStreamFusion(rgb, vgg_flow)
+
+
+def test_evaluate_and_fuse_a_temporal_fusion_model_from_the_cli(prepared_samples, trained_models, tmp_path, capsys):
+    """`gated-tsn evaluate --model conv.keras`: each view of a 3D-conv fusion
+    model holds its T snippets tau apart (Feichtenhofer et al. Sec. 4,
+    "Testing"); the score file holds the fused scores per view, and
+    `gated-tsn fuse --extra` puts the model in the fusion table beside the
+    streams' rows."""
+    import json
+
+    from keras_gated_tsn.cli import main
+    from keras_gated_tsn.evaluation.scores import load_scores
+
+    classes = (prepared_samples / "classes.txt").read_text().split()
+    model = ConvTwoStreamFusion.from_backbone(
+        "caffenet", len(classes), input_size=67, new_length=5, class_names=classes, num_snippets=3,
+        snippet_stride=2, temporal_fusion="conv3d_pool3d", spatial_fusion="conv",
+    )
+    model.save(tmp_path / "conv.keras")
+    test_list = tmp_path / "test.txt"
+    test_list.write_text("\n".join((prepared_samples / "test.txt").read_text().splitlines()[:3]) + "\n")
+    out = tmp_path / "conv.npz"
+    assert main(["evaluate", "--data", str(prepared_samples), "--list", str(test_list), "--model",
+                 str(tmp_path / "conv.keras"), "--out", str(out), "--crops", "1", "--no-progress"]) == 0
+    scores = load_scores(str(out))
+    assert scores.fused.shape == (3, 1, len(classes))  # one view: 1 crop of the T = 3 snippets
+    assert scores.num_frames == 1 and scores.metadata["snippets_per_view"] == 3
+    assert scores.metadata["snippet_stride"] == [1, 2] and scores.metadata["model"] == "conv_fusion"
+    assert scores.rgb is None and scores.flow is None
+    # The streams' score file of the same videos, then one table with the extra row.
+    paths, _ = trained_models
+    streams = tmp_path / "streams.npz"
+    assert main(["evaluate", "--data", str(prepared_samples), "--list", str(test_list), "--rgb", paths["rgb"],
+                 "--flow", paths["flow"], "--out", str(streams), "--frames", "2", "--crops", "1",
+                 "--no-progress"]) == 0
+    table = tmp_path / "table"
+    assert main(["fuse", str(streams), "--extra", f"conv_fusion={out}", "--out", str(table)]) == 0
+    rows = json.loads((tmp_path / "table.json").read_text())
+    assert [row["method"] for row in rows][-1] == "conv_fusion" and rows[-1]["top1"] is not None
+    capsys.readouterr()

@@ -234,3 +234,20 @@ def test_gate_init_from_a_backbone_file(tmp_path, monkeypatch, streams):
     with pytest.raises(FileNotFoundError, match="convert-weights"):
         monkeypatch.setenv("KGT_WEIGHTS_DIR", str(tmp_path / "empty"))
         GatedTSN(*streams, gate_init="imagenet")
+
+
+def test_two_stream_convnets_streams_gate_across_their_norm2_variant():
+    """The two-stream ConvNets' spatial net (CNN-M-2048) and temporal net (the same
+    without norm2) make one gated model; the gate is built from the RGB backbone.
+    Backbones without the fusion layer's maps in common are refused."""
+    rgb = TSN("cnn_m_2048", "rgb", num_classes=3, num_segments=1, input_size=64)
+    flow = TSN("cnn_m_2048_no_norm2", "flow", num_classes=3, num_segments=1, input_size=64)
+    gated = GatedTSN(rgb, flow)
+    assert gated.backbone == "cnn_m_2048" and gated.fusion_layer == "conv5"
+    outputs = gated({"rgb": np.zeros((2, 1, 64, 64, 3), np.uint8), "flow": np.zeros((2, 1, 64, 64, 10), np.uint8)})
+    assert outputs["fused"].shape == (2, 3)
+    with pytest.raises(ValueError, match="the flow backbone has no 'norm2'"):
+        GatedTSN(rgb, flow, fusion_layer="norm2")
+    with pytest.raises(ValueError, match="streams disagree on backbone: rgb 'caffenet', flow 'cnn_m_2048_no_norm2'"):
+        GatedTSN(TSN("caffenet", "rgb", num_classes=3, num_segments=1, input_size=67),
+                 TSN("cnn_m_2048_no_norm2", "flow", num_classes=3, num_segments=1, input_size=67))

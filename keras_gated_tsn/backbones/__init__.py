@@ -46,3 +46,39 @@ __all__ = [
     "BNInception", "CaffeNet", "CNNM2048", "CNNM2048NoNorm2", "VGG16", "BackboneSpec", "PretrainedFile",
     "backbone_names", "get_backbone", "preprocess_input", "register_backbone",
 ]
+
+# --------------------------------------------------------------------------------------
+# 3D clip backbones (GCF-Net, Hsiao et al. 2020): a lookup of their own, apart from the
+# 2D registry above, whose backbones make TSN streams and the CLI's --backbone choices.
+# Each module (``resnext3d``, ``mobilenet3d``) defines its builder (``ResNeXt3D101``,
+# ``MobileNet3DV2``: input (N, T, H, W, 3), no temporal stride), ``FEATURE_LAYERS``
+# and a :class:`ClipBackboneSpec`.
+
+from keras_gated_tsn.backbones import mobilenet3d, resnext3d  # noqa: E402
+from keras_gated_tsn.backbones.mobilenet3d import MobileNet3DV2  # noqa: E402
+from keras_gated_tsn.backbones.resnext3d import ClipBackboneSpec, ResNeXt3D101  # noqa: E402
+
+#: The clip backbones by name: ``"resnext3d_101"``, ``"mobilenet3d_v2"``.
+CLIP_BACKBONES = {spec.name: spec for spec in (resnext3d.SPEC, mobilenet3d.SPEC)}
+
+
+def clip_backbone_names():
+    """Names of the 3D clip backbones, a tuple of str."""
+    return tuple(CLIP_BACKBONES)
+
+
+def get_clip_backbone(name: str) -> ClipBackboneSpec:
+    """The :class:`ClipBackboneSpec` of the clip backbone ``name``.
+
+    Raises:
+        ValueError: for an unknown name, listing the clip backbones.
+    """
+    if name not in CLIP_BACKBONES:
+        raise ValueError(f"unknown clip backbone {name!r}; available: {list(CLIP_BACKBONES)}")
+    return CLIP_BACKBONES[name]
+
+
+__all__ += [
+    "CLIP_BACKBONES", "ClipBackboneSpec", "MobileNet3DV2", "ResNeXt3D101", "clip_backbone_names",
+    "get_clip_backbone",
+]

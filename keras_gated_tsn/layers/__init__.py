@@ -26,3 +26,14 @@ __all__ += [
     "BilinearFusion", "ConcatFusion", "Conv3DFusion", "ConvFusion", "MaxFusion", "Pooling3D", "StackAcrossTime",
     "SumFusion",
 ]
+
+# GCF-Net's head (Hsiao et al. 2020, Sec. 3.1): eqs. (1)-(6) and the central clip of C-Clip.
+from keras_gated_tsn.layers.clip_fusion import (  # noqa: E402
+    CentralClip,
+    ClipUnfold,
+    ClipWiseAttention,
+    GatedClipResidual,
+    InterClipFusion,
+)
+
+__all__ += ["CentralClip", "ClipUnfold", "ClipWiseAttention", "GatedClipResidual", "InterClipFusion"]

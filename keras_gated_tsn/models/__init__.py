@@ -12,3 +12,12 @@ __all__ = ["GatedTSN", "TSN", "init_from_rgb", "with_precision"]
 from keras_gated_tsn.models.conv_fusion import ConvTwoStreamFusion  # noqa: E402
 
 __all__ += ["ConvTwoStreamFusion"]
+
+# The two-stream ConvNets' multi-task stream (Simonyan & Zisserman 2014, Sec. 4).
+from keras_gated_tsn.models.multitask import MultiTaskTSN  # noqa: E402
+
+__all__ += ["MultiTaskTSN"]
+
+from keras_gated_tsn.models.gcf_net import AttentionSparsity, GCFNet  # noqa: E402
+
+__all__ += ["AttentionSparsity", "GCFNet"]

@@ -142,15 +142,7 @@ class TSN(BuildsFromSpecs, keras.Model):
         channels = 3 if modality == "rgb" else 2 * int(new_length)
 
         with precision_scope(policy, warn=False):
-            clip = keras.Input(shape=(None, input_size, input_size, channels), name=modality)
-            x = ModalityPreprocessing(modality, bgr_mean=spec.bgr_mean, name=f"{modality}_preprocessing")(clip)
-            x = SegmentFold(name="segment_fold")(x)
-            base = spec.builder(
-                include_top=False, input_tensor=x, pooling=None, weights=backbone_weights,
-                name=f"{backbone}_{modality}",
-            )
-            x = stream_pooling(spec, base.output)
-            x = layers.Dropout(dropout, name="dropout")(x)
+            clip, x = stream_trunk(spec, modality, input_size, channels, dropout, backbone_weights)
             # The classifier and the consensus compute in float32 under every policy:
             # the class scores are the model's output (Keras' mixed precision guide).
             x = layers.Dense(
@@ -281,6 +273,23 @@ class TSN(BuildsFromSpecs, keras.Model):
         model = cls(**config)
         model.backbone_weights = provenance
         return model
+
+
+def stream_trunk(spec, modality: str, input_size: int, channels: int, dropout: float, backbone_weights=None):
+    """A stream's layers up to its classifier (shared by :class:`TSN` and
+    :class:`~keras_gated_tsn.models.multitask.MultiTaskTSN`): the raw clip
+    input ``(B, K, S, S, C)`` named ``modality``, preprocessing, segments
+    folded, the backbone, its pooling, dropout. Returns ``(clip, features)``,
+    features ``(B·K, D)``."""
+    clip = keras.Input(shape=(None, input_size, input_size, channels), name=modality)
+    x = ModalityPreprocessing(modality, bgr_mean=spec.bgr_mean, name=f"{modality}_preprocessing")(clip)
+    x = SegmentFold(name="segment_fold")(x)
+    base = spec.builder(
+        include_top=False, input_tensor=x, pooling=None, weights=backbone_weights,
+        name=f"{spec.name}_{modality}",
+    )
+    x = stream_pooling(spec, base.output)
+    return clip, layers.Dropout(dropout, name="dropout")(x)
 
 
 def flow_input_of(model) -> Optional[FlowInput]:

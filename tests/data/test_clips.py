@@ -1,0 +1,133 @@
+"""Clip sampling of GCF-Net (Sec. 3.3): non-overlapping clips covering the video,
+loop padding for short videos, shared crops and flips, on real frames."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_gated_tsn.data.clips import clip_indices, clip_indices_tf, make_clip_dataset
+from keras_gated_tsn.data.lists import read_list_file
+
+
+def test_paper_input_non_overlapping_clips_covering_the_video():
+    """10 clips of 16 frames of a 333-frame video: segment i = [33.3 i, 33.3 (i + 1)),
+    the clip in its middle; none overlaps, every segment has its clip."""
+    indices = clip_indices(333, 10, 16)
+    assert indices.shape == (10, 16)
+    bounds = np.arange(11) * 333 // 10
+    assert list(indices[:, 0]) == [int(lo + (hi - lo - 16) // 2) for lo, hi in zip(bounds[:-1], bounds[1:])]
+    assert indices[0, 0] == 8 and indices[-1, -1] == 323
+    np.testing.assert_array_equal(np.diff(indices, axis=1), 1)
+    assert len(np.unique(indices)) == 160
+
+
+@pytest.mark.parametrize("clips,length", [(10, 16), (4, 4), (3, 5), (1, 8)])
+def test_rule_for_every_length(clips, length):
+    rng = np.random.default_rng(0)
+    for n in range(1, 3 * clips * length):
+        for training in (False, True):
+            indices = clip_indices(n, clips, length, training=training, rng=rng)
+            assert indices.shape == (clips, length) and indices.min() >= 0 and indices.max() < n
+            if n >= clips * length:
+                bounds = np.arange(clips + 1) * n // clips
+                # Each clip: consecutive frames inside its own segment, so no two overlap.
+                np.testing.assert_array_equal(np.diff(indices, axis=1), 1)
+                assert (indices[:, 0] >= bounds[:-1]).all() and (indices[:, -1] < bounds[1:]).all()
+            else:
+                # Loop padding: frames 0..n-1 repeated (from a random start in training).
+                start = indices[0, 0]
+                np.testing.assert_array_equal(indices.ravel(), (start + np.arange(clips * length)) % n)
+                assert training or start == 0
+        evaluation = clip_indices(n, clips, length)
+        np.testing.assert_array_equal(clip_indices_tf(n, clips, length).numpy(), evaluation)
+
+
+def test_loop_padding_hand_case():
+    """Fewer frames than the input needs: the frames loop (GCF-Net Sec. 3.3)."""
+    np.testing.assert_array_equal(clip_indices(6, 2, 4), [[0, 1, 2, 3], [4, 5, 0, 1]])
+    np.testing.assert_array_equal(clip_indices(3, 1, 8), [[0, 1, 2, 0, 1, 2, 0, 1]])
+    np.testing.assert_array_equal(clip_indices(16, 2, 4), [[2, 3, 4, 5], [10, 11, 12, 13]])
+
+
+def test_graph_sampling_draws_in_range_and_repeats_with_its_seed():
+    for n in (5, 40, 97, 333):
+        first = clip_indices_tf(n, 10, 16, seed=[3, 1]).numpy()
+        np.testing.assert_array_equal(first, clip_indices_tf(n, 10, 16, seed=[3, 1]).numpy())
+        assert first.min() >= 0 and first.max() < n
+        if n >= 160:
+            bounds = np.arange(11) * n // 10
+            assert (first[:, 0] >= bounds[:-1]).all() and (first[:, -1] < bounds[1:]).all()
+            np.testing.assert_array_equal(np.diff(first, axis=1), 1)
+        else:
+            np.testing.assert_array_equal(first.ravel(), (first[0, 0] + np.arange(160)) % n)
+    draws = {tuple(clip_indices_tf(333, 10, 16, seed=[s, 0]).numpy()[:, 0]) for s in range(6)}
+    assert len(draws) > 1
+
+
+def test_bad_arguments(prepared_samples):
+    frames = os.path.join(prepared_samples, "frames")
+    listing = os.path.join(prepared_samples, "train.txt")
+    with pytest.raises(ValueError, match="num_clips must be a positive int, got 0"):
+        make_clip_dataset(listing, frames, num_clips=0)
+    with pytest.raises(ValueError, match="flip_prob must be in"):
+        make_clip_dataset(listing, frames, flip_prob=2.0)
+    with pytest.raises(ValueError, match="scale_size must be >= input_size 112, got 64"):
+        make_clip_dataset(listing, frames, scale_size=64)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        make_clip_dataset(os.path.join(prepared_samples, "missing.txt"), frames)
+    with pytest.raises(ValueError, match="holds 16"):
+        make_clip_dataset([(read_list_file(listing)[0].video, 40, 0)], frames)
+
+
+def _frame(frames_root, video, index):
+    data = tf.io.read_file(os.path.join(frames_root, video, f"img_{index + 1:05d}.jpg"))
+    return tf.io.decode_jpeg(data, channels=3).numpy()
+
+
+def test_evaluation_clips_are_the_videos_frames(prepared_samples):
+    """On real 128x96 frames: a 16-frame video gives clips [2..5] and [10..13]; a
+    6-frame one is loop padded, [0..3] and [4, 5, 0, 1]; the centre crop of side
+    96 is columns 16..111 of each frame, untouched."""
+    frames_root = os.path.join(prepared_samples, "frames")
+    records = read_list_file(os.path.join(prepared_samples, "train.txt"))[:2]
+    short = (records[1].video, 6, records[1].label)
+    ds = make_clip_dataset([records[0], short], frames_root, num_clips=2, clip_length=4, input_size=96,
+                           batch_size=2, training=False)
+    (x, labels), = list(ds)
+    assert x.shape == (2, 2, 4, 96, 96, 3) and x.dtype == tf.uint8 and labels.dtype == tf.int32
+    np.testing.assert_array_equal(labels, [records[0].label, records[1].label])
+    expected = {0: [[2, 3, 4, 5], [10, 11, 12, 13]], 1: [[0, 1, 2, 3], [4, 5, 0, 1]]}
+    for video, (name, clips) in enumerate(zip((records[0].video, short[0]), (expected[0], expected[1]))):
+        for clip, indices in enumerate(clips):
+            for position, index in enumerate(indices):
+                np.testing.assert_array_equal(x[video, clip, position], _frame(frames_root, name, index)[:, 16:112])
+
+
+def test_training_clips_repeat_with_the_seed_and_share_crop_and_flip(prepared_samples):
+    frames_root = os.path.join(prepared_samples, "frames")
+    listing = os.path.join(prepared_samples, "train.txt")
+    records = read_list_file(listing)
+    options = dict(num_clips=4, clip_length=4, input_size=32, batch_size=4)
+
+    def batches(seed, **kwargs):
+        return [(x.numpy(), y.numpy()) for x, y in make_clip_dataset(listing, frames_root, seed=seed,
+                                                                     **{**options, **kwargs}).take(2)]
+
+    first, again, other = batches(7), batches(7), batches(8)
+    assert first[0][0].shape == (4, 4, 4, 32, 32, 3) and first[0][0].dtype == np.uint8
+    for (x, y), (x2, y2) in zip(first, again):
+        np.testing.assert_array_equal(x, x2)
+        np.testing.assert_array_equal(y, y2)
+    assert any(not np.array_equal(x, x2) for (x, _), (x2, _) in zip(first, other))
+    # The same draws with and without the flip: mirror images of each other, every clip alike.
+    flipped, kept = batches(7, flip_prob=1.0), batches(7, flip_prob=0.0)
+    np.testing.assert_array_equal(flipped[0][0], kept[0][0][..., ::-1, :])
+    # A 6-frame video in 4 x 4 frames is loop padded: frame p and p + 6 are one frame,
+    # cut by one crop, so they are equal pixel for pixel across clips.
+    short = [(records[0].video, 6, records[0].label)]
+    x, _ = next(iter(make_clip_dataset(short, frames_root, seed=3, **options)))
+    frames = x.numpy().reshape(16, 32, 32, 3)
+    for p in range(10):
+        np.testing.assert_array_equal(frames[p], frames[p + 6])

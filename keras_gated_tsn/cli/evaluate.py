@@ -44,7 +44,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="score file to write (.npz)")
     parser.add_argument("--model", help="gated .keras model (scores streams, fused, gate classifier, weights), or a "
                         "convolutional two-stream fusion model (its fused scores; with temporal fusion a view "
-                        "holds its T snippets and --frames is T)")
+                        "holds its T snippets and --frames is T), or a GCF-Net (one view of its clips, "
+                        "centre-cropped)")
     parser.add_argument("--rgb", help="RGB stream .keras (without --model)")
     parser.add_argument("--flow", help="flow stream .keras (without --model)")
     parser.add_argument("--frames", type=int_at_least(1), default=25, help="snippets per video (default 25)")
@@ -81,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     from keras_gated_tsn.data.lists import read_class_names
     from keras_gated_tsn.evaluation.metrics import score_report
     from keras_gated_tsn.evaluation.protocol import evaluate_to_file
-    from keras_gated_tsn.models import TSN, ConvTwoStreamFusion, GatedTSN, with_precision
+    from keras_gated_tsn.models import TSN, ConvTwoStreamFusion, GatedTSN, GCFNet, with_precision
     from keras_gated_tsn.training.stages import load_model
 
     if not (args.model or args.rgb or args.flow):
@@ -104,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     scores = evaluate_to_file(
         args.out, args.list, frames_source(args.data), class_names,
-        gated_model=prepared(args.model, (GatedTSN, ConvTwoStreamFusion)),
+        gated_model=prepared(args.model, (GatedTSN, ConvTwoStreamFusion, GCFNet)),
         rgb_model=prepared(args.rgb, TSN),
         flow_model=prepared(args.flow, TSN),
         num_frames=args.frames, crops=args.crops, progress=args.progress,

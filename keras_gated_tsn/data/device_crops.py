@@ -28,12 +28,10 @@ Batch layout (``x`` of ``(x, label)``; B videos, K snippets, frames H x W):
   (128 = no motion; interleaved into channels on the device),
   ``"flow_box"``: int32 (B, 4);
 
-  each group's frames whole, or (JPEG files; for flow, plain optical flow
-  stacking) a fixed window of them that holds every candidate crop, decoded
-  alone: 256 x 258 of 340 x 256 flow planes, 256 x 290 of the colour frames
-  (with a 16-px margin where a window decoded alone upsamples its chroma
-  differently), a quarter and a seventh fewer pixels to decode; the boxes are
-  in the window's coordinates;
+  colour frames whole; flow planes whole, or (JPEG planes, plain optical
+  flow stacking) a fixed window of them that holds every candidate crop,
+  decoded alone: 256 x 258 of 340 x 256 planes, a quarter fewer pixels to
+  decode; the flow box is in the window's coordinates;
 * ``"flip"``: bool (B,).
 
 A box is ``(y, x, h, w)`` in pixels of its group's frames (or window). ``"rgb"`` has the

@@ -366,12 +366,11 @@ class _Reader:
         return out_x, out_y
 
     def rgb_frames(self, encoded: Dict[str, List[tf.Tensor]], window=None) -> tf.Tensor:
-        """Colour frames uint8 (F, H, W, 3 or 3L), whole or only ``window`` =
-        int32 (4,) ``(y, x, h, w)`` of each, decoded alone (JPEG; its outer
-        ``_COLOUR_MARGIN`` pixels may differ from the whole decode)."""
-        if window is None:
-            return self._rgb([self.decoders["rgb"](data, 3) for data in encoded["rgb"]])
-        return self._rgb([tf.io.decode_and_crop_jpeg(data, window, channels=3) for data in encoded["rgb"]])
+        """Whole colour frames uint8 (F, H, W, 3 or 3L) (``window`` must be None:
+        see ``_decode_windows``)."""
+        if window is not None:
+            raise ValueError("colour frames are decoded whole")
+        return self._rgb([self.decoders["rgb"](data, 3) for data in encoded["rgb"]])
 
     def flow_planes(self, encoded: Dict[str, List[tf.Tensor]], window=None) -> tf.Tensor:
         """Flow planes, not interleaved: uint8 (F, 2L, H, W), planes x1, y1, x2, y2, ...
@@ -504,33 +503,29 @@ def _epoch_indexed(columns, seed, shuffle, batch_size, start_epoch, skip_batches
     return tf.data.Dataset.range(start_epoch, last), epoch_elements
 
 
-#: Pixels a colour window is widened by on each side where it is not the frame's
-#: edge: a window of a 4:2:0 JPEG decoded alone upsamples its chroma differently
-#: along its edges, so its outer pixels may differ from the whole decode; the
-#: crop reads only pixels at least this far inside (two 8-px chroma blocks).
-_COLOUR_MARGIN = 16
-
-
 def _decode_windows(reader: _Reader, frame_sizes, groups, input_size, scales, max_distort):
-    """``{group: (h, w, margin) or None}``: a fixed window of the group's frames
-    that holds every multi-scale crop (the largest candidate mapped onto the
-    group's frames, + 2 px for the mapping's rounding, + the margin on both
-    sides), decoded alone (``tf.io.decode_and_crop_jpeg``) instead of whole
-    frames: JPEG files only, and for flow plain stacking only (other volumes
-    need whole fields). None where the window would be the whole frame. On
-    340x256 frames the largest crop is 256 x 256: flow decodes 256x258 of
-    340x256 (a quarter less), colour 256x290."""
+    """``{group: (h, w) or None}``: a fixed window of the flow planes that holds
+    every multi-scale crop (the largest candidate mapped onto the flow frames,
+    + 2 px for the mapping's rounding), decoded alone
+    (``tf.io.decode_and_crop_jpeg``: exact for grayscale) instead of whole
+    planes: JPEG files and plain stacking only (other volumes need whole
+    fields); None where it would be the whole frame. On 340x256 frames the
+    largest crop is 256 x 256: 256x258 of the 340x256 planes, a quarter less to
+    decode. Colour frames are decoded whole: a colour window decoded alone
+    upsamples its chroma differently along its edges, and with the margin that
+    keeps the crop exact it was slower than the whole decode
+    (``benchmarks/pipeline.py``: host CPU per sample 2.23 ms windowed against
+    1.75 whole)."""
+    out = {group: None for group in groups}
+    if "flow" not in groups or not reader.flow_input.is_plain or not (reader.jpeg["flow_x"] and reader.jpeg["flow_y"]):
+        return out
     ref_h, ref_w = frame_sizes[groups[0]]
     largest = transforms.multiscale_crop_sizes(ref_h, ref_w, input_size, scales, max_distort).max(axis=0)
-    out = {}
-    for group in groups:
-        kinds = ("rgb",) if group == "rgb" else ("flow_x", "flow_y")
-        usable = all(reader.jpeg[kind] for kind in kinds) and (group == "rgb" or reader.flow_input.is_plain)
-        height, width = frame_sizes[group]
-        margin = _COLOUR_MARGIN if group == "rgb" else 0
-        win_h = min(height, int(np.ceil(largest[0] * height / ref_h)) + 2 + 2 * margin)
-        win_w = min(width, int(np.ceil(largest[1] * width / ref_w)) + 2 + 2 * margin)
-        out[group] = (win_h, win_w, margin) if usable and (win_h, win_w) != (height, width) else None
+    height, width = frame_sizes["flow"]
+    win_h = min(height, int(np.ceil(largest[0] * height / ref_h)) + 2)
+    win_w = min(width, int(np.ceil(largest[1] * width / ref_w)) + 2)
+    if (win_h, win_w) != (height, width):
+        out["flow"] = (win_h, win_w)
     return out
 
 
@@ -813,9 +808,9 @@ def make_dataset(
                 height, width = frame_sizes[group]
                 window = None
                 if windows[group] is not None:
-                    # Decode only a fixed window that holds the crop (the same pixels there).
-                    win_h, win_w, margin = windows[group]
-                    corner = tf.clip_by_value(group_box[:2] - margin, 0, [height - win_h, width - win_w])
+                    # Decode only a fixed window that holds the crop (the same pixels).
+                    win_h, win_w = windows[group]
+                    corner = tf.minimum(group_box[:2], [height - win_h, width - win_w])
                     window = tf.concat([corner, [win_h, win_w]], 0)
                     group_box = tf.concat([group_box[:2] - corner, group_box[2:]], 0)
                     height, width = win_h, win_w

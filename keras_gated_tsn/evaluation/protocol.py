@@ -34,16 +34,52 @@ def _flow_input(gated_model, flow_model):
     return flow_input_of(gated_model if gated_model is not None else flow_model)
 
 
-def _test_snippets(gated_model, num_frames: int):
-    """``(snippets per video, snippet_stride)`` of the test views: the protocol's
-    ``num_frames`` uniformly spaced snippets scored one by one, or, for a
+def _is_gcf(model) -> bool:
+    from keras_gated_tsn.models import GCFNet
+
+    return isinstance(model, GCFNet)
+
+
+def _test_dataset(records, frames_root, modality, gated_model, flow_model, num_frames, crops, snippet_stride,
+                  size, new_length, dataset_options):
+    """The test views of every video as ``(x, label, video)`` elements, x (V, ...):
+    the protocol's views (:func:`~keras_gated_tsn.data.pipeline.make_test_dataset`),
+    or for a GCF-Net one view holding its C clips of T frames, centre-cropped
+    (:func:`~keras_gated_tsn.data.clips.make_clip_dataset`, GCF-Net Sec. 3.3)."""
+    import tensorflow as tf
+
+    if not _is_gcf(gated_model):
+        return pipeline.make_test_dataset(
+            records, frames_root, modality, num_frames=num_frames, crops=crops, snippet_stride=snippet_stride,
+            input_size=size, new_length=new_length, flow_input=_flow_input(gated_model, flow_model),
+            **dataset_options,
+        )
+    from keras_gated_tsn.data.clips import make_clip_dataset
+
+    if isinstance(records, (str, os.PathLike)):
+        records = read_list_file(records)
+    names = tf.data.Dataset.from_tensor_slices(tf.constant([r.video for r in records]))
+    clips = make_clip_dataset(
+        records, frames_root, num_clips=gated_model.num_clips, clip_length=gated_model.clip_length,
+        input_size=size, batch_size=1, training=False,
+        **{k: v for k, v in dataset_options.items() if k == "rgb_template"},
+    ).unbatch()
+    return tf.data.Dataset.zip((clips, names)).map(lambda element, video: (element[0][None], element[1], video))
+
+
+def _test_snippets(gated_model, num_frames: int, crops: int):
+    """``(snippets per video, crops, snippet_stride)`` of the test views: the
+    protocol's ``num_frames`` uniformly spaced snippets scored one by one; for a
     convolutional fusion model with temporal fusion, its T snippets tau apart in
-    each view (Feichtenhofer et al. 2016, Sec. 4 "Testing")."""
+    each view (Feichtenhofer et al. 2016, Sec. 4 "Testing"); for a GCF-Net one
+    view of its clips."""
     from keras_gated_tsn.models import ConvTwoStreamFusion
 
     if isinstance(gated_model, ConvTwoStreamFusion) and gated_model.temporal_fusion != "none":
-        return gated_model.num_snippets, (1, gated_model.snippet_stride or DEFAULT_STRIDE_RANGE[1])
-    return num_frames, None
+        return gated_model.num_snippets, crops, (1, gated_model.snippet_stride or DEFAULT_STRIDE_RANGE[1])
+    if _is_gcf(gated_model):
+        return 1, 1, None
+    return num_frames, crops, None
 
 
 def _check_models(class_names, gated_model, rgb_model, flow_model):
@@ -57,13 +93,19 @@ def _check_models(class_names, gated_model, rgb_model, flow_model):
     from keras_gated_tsn.models import TSN, GatedTSN
 
     if gated_model is not None:
-        from keras_gated_tsn.models import ConvTwoStreamFusion
+        from keras_gated_tsn.models import GCFNet, ConvTwoStreamFusion
 
-        if not isinstance(gated_model, (GatedTSN, ConvTwoStreamFusion)):
-            raise ValueError(
-                f"gated_model must be a GatedTSN or a ConvTwoStreamFusion, got {type(gated_model).__name__}")
-        modality, size, new_length = "rgb+flow", gated_model.input_size, gated_model.new_length
-        kind = "gated_tsn" if isinstance(gated_model, GatedTSN) else "conv_fusion"
+        if not isinstance(gated_model, (GatedTSN, ConvTwoStreamFusion, GCFNet)):
+            raise ValueError(f"gated_model must be a GatedTSN, a ConvTwoStreamFusion or a GCFNet, got "
+                             f"{type(gated_model).__name__}")
+        if isinstance(gated_model, GCFNet):
+            if gated_model.modality != "rgb":
+                raise ValueError("evaluate scores GCF-Nets over RGB clips; this one takes "
+                                 f"{gated_model.modality!r}")
+            modality, size, new_length = "rgb", gated_model.input_size, None
+        else:
+            modality, size, new_length = "rgb+flow", gated_model.input_size, gated_model.new_length
+        kind = {GatedTSN: "gated_tsn", ConvTwoStreamFusion: "conv_fusion", GCFNet: "gcf_net"}[type(gated_model)]
         metadata = {"backbone": gated_model.backbone, "model": kind}
         classes = {gated_model.num_classes}
     else:
@@ -121,8 +163,8 @@ def _scored_videos(
             outputs = gated_model.predict_on_batch(views)
             if "fusion_weights" in outputs:  # a GatedTSN
                 scored = {name: outputs[name] for name in ("rgb", "flow") + GATE_FIELDS}
-            else:  # convolutional fusion: its fused prediction
-                scored = {"fused": outputs["fused"]}
+            else:  # convolutional fusion or GCF-Net: its fused prediction
+                scored = {"fused": outputs["fused"] if "fused" in outputs else outputs["scores"]}
         else:
             scored = {}
             for name, model in (("rgb", rgb_model), ("flow", flow_model)):
@@ -156,7 +198,9 @@ def evaluate(
     ``fusion_weights``; or a
     :class:`~keras_gated_tsn.models.ConvTwoStreamFusion`: its ``fused``
     scores only, and with temporal fusion each view holds its T snippets,
-    ``num_frames`` being replaced by T), or one or both of ``rgb_model`` / ``flow_model``
+    ``num_frames`` being replaced by T; or a :class:`~keras_gated_tsn.models.GCFNet`
+    over RGB clips: one view of its C centre-cropped clips per video, its
+    scores as ``fused``), or one or both of ``rgb_model`` / ``flow_model``
     (TSN streams). Input size and flow length are read from the models' configs.
 
     The ``V = num_frames · crops`` views of ``videos_per_batch`` videos go
@@ -194,14 +238,12 @@ def evaluate(
             missing folder).
     """
     modality, size, new_length, metadata = _check_models(class_names, gated_model, rgb_model, flow_model)
-    num_frames, snippet_stride = _test_snippets(gated_model, num_frames)
+    num_frames, crops, snippet_stride = _test_snippets(gated_model, num_frames, crops)
     records, list_file = _records_of(records, class_names)
     _check_batch(videos_per_batch)
-    dataset = pipeline.make_test_dataset(
-        list_file or records, frames_root, modality, num_frames=num_frames, crops=crops,
-        snippet_stride=snippet_stride,
-        input_size=size, new_length=new_length, flow_input=_flow_input(gated_model, flow_model),
-        **dataset_options,
+    dataset = _test_dataset(
+        list_file or records, frames_root, modality, gated_model, flow_model, num_frames, crops, snippet_stride,
+        size, new_length, dataset_options,
     )
     fields: Dict[str, List[np.ndarray]] = {}
     video_ids, labels = [], []
@@ -331,7 +373,7 @@ def evaluate_to_file(
     from keras_gated_tsn.evaluation.scores import save_scores
 
     modality, size, new_length, metadata = _check_models(class_names, gated_model, rgb_model, flow_model)
-    num_frames, snippet_stride = _test_snippets(gated_model, num_frames)
+    num_frames, crops, snippet_stride = _test_snippets(gated_model, num_frames, crops)
     records, list_file = _records_of(records, class_names)
     _check_batch(videos_per_batch)
     if isinstance(flush_every, bool) or not isinstance(flush_every, (int, np.integer)) or flush_every < 1:
@@ -401,10 +443,9 @@ def evaluate_to_file(
         pending_labels.clear()
 
     if remaining:
-        dataset = pipeline.make_test_dataset(
-            remaining, frames_root, modality, num_frames=num_frames, crops=crops, snippet_stride=snippet_stride,
-            input_size=size, new_length=new_length, flow_input=_flow_input(gated_model, flow_model),
-        **dataset_options,
+        dataset = _test_dataset(
+            remaining, frames_root, modality, gated_model, flow_model, num_frames, crops, snippet_stride,
+            size, new_length, dataset_options,
         )
         bar = keras.utils.Progbar(len(records), unit_name="video") if progress else None
         if bar is not None and video_ids:

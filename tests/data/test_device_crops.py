@@ -87,15 +87,14 @@ def test_uncropped_batch_layout(frames):
     root, records = frames
     x, _ = next(iter(pipeline.make_dataset(records, root / "half_flow", "rgb+flow", input_size=64, batch_size=3,
                                            seed=0, augment_on="device")))
-    # Fixed windows that hold the largest crop (240x240 of the 240x320 frames): colour
-    # + 2 px + a 16-px margin each side, flow (120x120 of the half-size planes) + 2 px,
-    # planes x1, y1, ... not interleaved; the boxes inside them (colour: off the margin).
-    assert x[device_crops.RGB_FRAMES].shape == (3, 3, 240, 274, 3)
+    # Colour frames whole; flow: a fixed window of the half-size planes that holds the
+    # largest crop (120x120) + 2 px, planes x1, y1, ... not interleaved, the box inside it.
+    assert x[device_crops.RGB_FRAMES].shape == (3, 3, 240, 320, 3)
     assert x[device_crops.FLOW_PLANES].shape == (3, 3, 10, 120, 122)
     rgb_box, flow_box = x[device_crops.RGB_BOX].numpy(), x[device_crops.FLOW_BOX].numpy()
     np.testing.assert_array_equal(flow_box[:, 2:], np.round(rgb_box[:, 2:] / 2).astype(int))  # the same relative crop
     assert (flow_box[:, :2] >= 0).all() and (flow_box[:, :2] + flow_box[:, 2:] <= [120, 122]).all()
-    assert (rgb_box[:, :2] >= 0).all() and (rgb_box[:, :2] + rgb_box[:, 2:] <= [240, 274]).all()
+    assert (rgb_box[:, :2] >= 0).all() and (rgb_box[:, :2] + rgb_box[:, 2:] <= [240, 320]).all()
     assert x[device_crops.FLIP].dtype == tf.bool
     # Whole planes where a volume needs whole fields (trajectories leave the crop).
     x, _ = next(iter(pipeline.make_dataset(records, root / "same", "flow", input_size=64, batch_size=3, seed=0,

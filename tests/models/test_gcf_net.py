@@ -360,3 +360,31 @@ def test_fit_on_real_frames_moves_the_right_weights(prepared_samples):
     history = model.fit(ds, epochs=1, shuffle=False, verbose=0).history
     assert np.isfinite(history["loss"]).all()
     assert changed(before) == set(watched)
+
+
+def test_evaluate_scores_a_gcf_net_from_the_cli(prepared_samples, tmp_path, capsys):
+    """`gated-tsn evaluate --model gcf.keras`: one view per video holding its C
+    centre-cropped clips (Sec. 3.3), the scores as the score file's fused field,
+    and the metrics printed; the same scores as calling the model on the
+    evaluation clips."""
+    from keras_gated_tsn.cli import main
+    from keras_gated_tsn.data.lists import read_list_file
+    from keras_gated_tsn.evaluation.scores import load_scores
+
+    classes = (prepared_samples / "classes.txt").read_text().split()
+    model = _light(num_classes=len(classes))
+    model.save(tmp_path / "gcf.keras")
+    test_list = tmp_path / "test.txt"
+    test_list.write_text("\n".join((prepared_samples / "test.txt").read_text().splitlines()[:3]) + "\n")
+    out = tmp_path / "gcf.npz"
+    assert main(["evaluate", "--data", str(prepared_samples), "--list", str(test_list), "--model",
+                 str(tmp_path / "gcf.keras"), "--out", str(out), "--no-progress"]) == 0
+    assert "fused" in capsys.readouterr().out
+    scores = load_scores(str(out))
+    assert scores.fused.shape == (3, 1, len(classes)) and scores.metadata["model"] == "gcf_net"
+    assert list(scores.video_ids) == [r.video for r in read_list_file(test_list)]
+    clips = make_clip_dataset(test_list, prepared_samples / "frames", num_clips=model.num_clips,
+                              clip_length=model.clip_length, input_size=model.input_size, batch_size=3,
+                              training=False)
+    expected = model.predict(next(iter(clips))[0], verbose=0)["scores"]
+    np.testing.assert_allclose(scores.fused[:, 0], expected, rtol=1e-4, atol=1e-5)

@@ -1,5 +1,6 @@
 """The runnable examples run."""
 
+import json
 import pathlib
 import subprocess
 import sys
@@ -86,3 +87,20 @@ def test_table4_smoke_two_splits_and_their_mean(tmp_path):
     assert "| mean |" in printed
     tests = [(tmp_path / "t4" / f"split{n}" / "data" / "test.txt").read_text() for n in (1, 2)]
     assert tests[0] != tests[1]  # two different seeded splits
+
+
+def test_fusion_comparison_smoke_puts_every_system_in_one_table(trained_models, tmp_path):
+    """Issue 9's one table on the sample clips over the fixtures' streams: the
+    late fusions (SVM included), the gate, the conv-fusion variant and the
+    GCF-Net lambda chosen on val, each row a test accuracy."""
+    paths, _ = trained_models
+    printed = _run_table("fusion_comparison.py", "--smoke", "--rgb", paths["rgb"], "--flow", paths["flow"],
+                         "--conv-fusions", "sum", "conv", "--gcf-lambdas", "0.0001", "0", "--out", tmp_path / "fc")
+    rows = {row["method"]: row for row in _cells(tmp_path / "fc" / "fusion_table.csv")}
+    for method in ("rgb", "flow", "average", "weighted", "sci", "svm", "gated", "conv_fusion", "gcf_net"):
+        assert method in rows and 0.0 <= float(rows[method]["top1"]) <= 100.0, method
+    assert rows["conv_fusion"]["tuned_on"] == "val" and "chosen on val" in rows["conv_fusion"]["note"]
+    choices = json.loads((tmp_path / "fc" / "choices.json").read_text())
+    assert set(choices["conv_fusion"]) == {"sum", "conv"} and set(choices["gcf_net"]) == {"lambda_0.0001", "lambda_0"}
+    assert rows["conv_fusion"]["note"].split()[0] == max(choices["conv_fusion"], key=choices["conv_fusion"].get)
+    assert "| gcf_net |" in printed

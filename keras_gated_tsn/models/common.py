@@ -47,6 +47,17 @@ class BuildsFromSpecs:
     def test_step(self, data):
         return _logs_for_workers(self, super().test_step(_cropped(self, data)))
 
+    def compile_from_config(self, config):
+        """Loading a ``.keras`` file: its saved compile arguments given to the
+        model's own ``compile`` (:func:`compile_from_config`)."""
+        compile_from_config(self, config)
+
+    @property
+    def precision(self) -> str:
+        """The dtype policy the whole model was built under (one of
+        :data:`keras_gated_tsn.precision.PRECISIONS`), its ``dtype`` config."""
+        return self.dtype_policy.name
+
 
 def _cropped(model, data, spec: bool = False):
     """``data`` = ``(x, y, ...)`` with an uncropped ``x`` (or its spec) cropped
@@ -57,6 +68,65 @@ def _cropped(model, data, spec: bool = False):
         return data
     crop = device_crops.output_spec if spec else device_crops.apply
     return (crop(data[0], model.input_size), *data[1:])
+
+
+class PlainLabels:
+    """Mixin for multi-output models: ``fit(x, labels)`` with plain integer
+    labels ``(B,)``, given to every output named by ``label_outputs`` (Keras
+    asks for one target per compiled output); a dict of targets is taken as
+    it is."""
+
+    label_outputs = ()
+
+    def _targets(self, y):
+        if y is None or isinstance(y, dict):
+            return y
+        return {name: y for name in self.label_outputs}
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        return super().compute_loss(x, self._targets(y), y_pred, sample_weight, training)
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        return super().compute_metrics(x, self._targets(y), y_pred, sample_weight)
+
+
+class TwoStreams:
+    """Mixin for models built from two recorded TSN stream configs
+    (``rgb_stream_config``, ``flow_stream_config``): what they share."""
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.rgb_stream_config["num_classes"])
+
+    @property
+    def class_names(self):
+        """The class names the streams were trained with (list of ``num_classes``
+        str), or None when neither stream knows them."""
+        names = self.rgb_stream_config.get("class_names") or self.flow_stream_config.get("class_names")
+        return list(names) if names else None
+
+    @property
+    def input_size(self) -> int:
+        return int(self.rgb_stream_config["input_size"])
+
+    @property
+    def new_length(self) -> int:
+        return int(self.flow_stream_config["new_length"])
+
+
+class RecordsBackboneWeights:
+    """Mixin: ``from_config`` of a model whose config records the
+    ``backbone_weights`` it started from. A loaded model takes its weights from
+    its file: it is built without looking for the original files, and keeps
+    the name for provenance."""
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        provenance = config.pop("backbone_weights", None)
+        model = cls(**config)
+        model.backbone_weights = provenance
+        return model
 
 
 def _logs_for_workers(model, logs):

@@ -29,10 +29,11 @@ from keras_gated_tsn.layers.two_stream_fusion import (
 )
 from keras_gated_tsn.models.common import (
     BuildsFromSpecs,
+    PlainLabels,
+    TwoStreams,
     check_choice,
     check_int,
     check_ratio,
-    compile_from_config,
 )
 from keras_gated_tsn.models.tsn import CLASSIFIER, TSN, stream_pooling
 from keras_gated_tsn.precision import precision_scope, resolve_precision
@@ -149,7 +150,7 @@ def _check_pool3d(pool3d_size, num_snippets: int):
 
 
 @keras.saving.register_keras_serializable(package="keras_gated_tsn")
-class ConvTwoStreamFusion(BuildsFromSpecs, keras.Model):
+class ConvTwoStreamFusion(TwoStreams, PlainLabels, BuildsFromSpecs, keras.Model):
     """Convolutional two-stream fusion: two streams fused at a conv layer, in space and time.
 
     The two TSN streams are rebuilt inside the model from their configs and
@@ -472,29 +473,6 @@ class ConvTwoStreamFusion(BuildsFromSpecs, keras.Model):
         return str(self.rgb_stream_config["backbone"])
 
     @property
-    def num_classes(self) -> int:
-        return int(self.rgb_stream_config["num_classes"])
-
-    @property
-    def class_names(self):
-        """The streams' class names (list of ``num_classes`` str), or None."""
-        names = self.rgb_stream_config.get("class_names") or self.flow_stream_config.get("class_names")
-        return list(names) if names else None
-
-    @property
-    def input_size(self) -> int:
-        return int(self.rgb_stream_config["input_size"])
-
-    @property
-    def new_length(self) -> int:
-        return int(self.flow_stream_config["new_length"])
-
-    @property
-    def precision(self) -> str:
-        """The dtype policy of the whole model (its ``dtype`` config)."""
-        return self.dtype_policy.name
-
-    @property
     def tower_outputs(self):
         """The outputs that take a loss: ``("spatiotemporal",)``, plus the kept
         tower's (``"flow"`` or ``"rgb"``) with ``towers="keep_both"``."""
@@ -542,20 +520,10 @@ class ConvTwoStreamFusion(BuildsFromSpecs, keras.Model):
         """Every output name: the towers' then ``fused``."""
         return self.tower_outputs + ("fused",)
 
-    def _targets(self, y):
-        """Plain labels ``(B,)`` -> the label of every output; a dict is taken as it is."""
-        if y is None or isinstance(y, dict):
-            return y
-        return {name: y for name in self.output_names_in_order}
-
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        return super().compute_loss(x, self._targets(y), y_pred, sample_weight, training)
-
-    def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        return super().compute_metrics(x, self._targets(y), y_pred, sample_weight)
-
-    def compile_from_config(self, config):
-        compile_from_config(self, config)
+    @property
+    def label_outputs(self):
+        """Plain labels go to every output (:class:`~keras_gated_tsn.models.common.PlainLabels`)."""
+        return self.output_names_in_order
 
     # --------------------------------------------------------- serialization
     def get_config(self):

@@ -11,7 +11,13 @@ from keras import layers
 
 from keras_gated_tsn.backbones import get_backbone
 from keras_gated_tsn.layers import GatedFusion, SegmentConsensus
-from keras_gated_tsn.models.common import BuildsFromSpecs, check_choice, check_ratio, compile_from_config
+from keras_gated_tsn.models.common import (
+    BuildsFromSpecs,
+    PlainLabels,
+    TwoStreams,
+    check_choice,
+    check_ratio,
+)
 from keras_gated_tsn.models.tsn import CLASSIFIER, TSN, stream_pooling
 from keras_gated_tsn.precision import precision_scope, resolve_precision
 from keras_gated_tsn.weights.transfer import copy_weights_by_name
@@ -86,7 +92,7 @@ def _fusion_conv(channels_in: int, channels: int, initializer: str, name: str) -
 
 
 @keras.saving.register_keras_serializable(package="keras_gated_tsn")
-class GatedTSN(BuildsFromSpecs, keras.Model):
+class GatedTSN(TwoStreams, PlainLabels, BuildsFromSpecs, keras.Model):
     """Gated TSN: adaptive, per-video fusion weights for the two streams.
 
     The two TSN streams are rebuilt inside the model from their configs, take
@@ -185,6 +191,9 @@ class GatedTSN(BuildsFromSpecs, keras.Model):
         FileNotFoundError: for ``gate_init="imagenet"`` when the backbone's
             ImageNet file is not on disk.
     """
+
+    #: Plain labels go to every output (the loss and metrics pick theirs).
+    label_outputs = OUTPUTS
 
     def __init__(
         self,
@@ -321,31 +330,6 @@ class GatedTSN(BuildsFromSpecs, keras.Model):
             )
 
     # ------------------------------------------------------------------ info
-    @property
-    def num_classes(self) -> int:
-        return int(self.rgb_stream_config["num_classes"])
-
-    @property
-    def class_names(self):
-        """The class names the streams were trained with (list of ``num_classes``
-        str), or None when neither stream knows them."""
-        names = self.rgb_stream_config.get("class_names") or self.flow_stream_config.get("class_names")
-        return list(names) if names else None
-
-    @property
-    def input_size(self) -> int:
-        return int(self.rgb_stream_config["input_size"])
-
-    @property
-    def new_length(self) -> int:
-        return int(self.flow_stream_config["new_length"])
-
-    @property
-    def precision(self) -> str:
-        """The dtype policy of the whole model, frozen streams included (one of
-        :data:`keras_gated_tsn.precision.PRECISIONS`), its ``dtype`` config."""
-        return self.dtype_policy.name
-
     def _init_gate_from(self, source: keras.Model) -> None:
         """Copies ``source``'s weights into the gating ConvNet's ``gating_*`` twins
         (none when the fusion layer is the backbone's last: the trunk is empty)."""
@@ -398,16 +382,6 @@ class GatedTSN(BuildsFromSpecs, keras.Model):
             **kwargs,
         )
 
-    def _targets(self, y):
-        """Plain labels ``(B,)`` → the label of every output (Keras asks for one
-        per compiled output); a dict is taken as it is."""
-        if y is None or isinstance(y, dict):
-            return y
-        return {name: y for name in OUTPUTS}
-
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        return super().compute_loss(x, self._targets(y), y_pred, sample_weight, training)
-
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         """The compiled metrics with plain labels, and the mean fusion weights.
 
@@ -422,10 +396,7 @@ class GatedTSN(BuildsFromSpecs, keras.Model):
         weights = y_pred["fusion_weights"]
         self.rgb_weight_tracker.update_state(weights[:, 0], sample_weight=sample_weight)
         self.flow_weight_tracker.update_state(weights[:, 1], sample_weight=sample_weight)
-        return super().compute_metrics(x, self._targets(y), y_pred, sample_weight)
-
-    def compile_from_config(self, config):
-        compile_from_config(self, config)
+        return super().compute_metrics(x, y, y_pred, sample_weight)
 
     # --------------------------------------------------------- serialization
     def get_config(self):

@@ -30,11 +30,12 @@ from keras_gated_tsn.layers.clip_fusion import (
 from keras_gated_tsn.layers.preprocessing import MODALITIES
 from keras_gated_tsn.models.common import (
     BuildsFromSpecs,
+    PlainLabels,
+    RecordsBackboneWeights,
     check_choice,
     check_class_names,
     check_int,
     check_ratio,
-    compile_from_config,
 )
 from keras_gated_tsn.models.tsn import CLASSIFIER as TSN_CLASSIFIER
 from keras_gated_tsn.models.tsn import stream_pooling
@@ -108,7 +109,7 @@ def _optional_int(name: str, value, minimum: int):
 
 
 @keras.saving.register_keras_serializable(package="keras_gated_tsn")
-class GCFNet(BuildsFromSpecs, keras.Model):
+class GCFNet(RecordsBackboneWeights, PlainLabels, BuildsFromSpecs, keras.Model):
     """GCF-Net over a clip backbone: clips → descriptors → fusion → attention → scores.
 
     Input: raw clips ``(B, C, T, S, S, 3)`` RGB pixels 0-255, any numeric
@@ -326,11 +327,6 @@ class GCFNet(BuildsFromSpecs, keras.Model):
 
     # ------------------------------------------------------------------ info
     @property
-    def precision(self) -> str:
-        """The dtype policy the model was built under, its ``dtype`` config."""
-        return self.dtype_policy.name
-
-    @property
     def is_clip_backbone(self) -> bool:
         """Whether the backbone is a 3D clip backbone (else a 2D one, per frame)."""
         return self.backbone in CLIP_BACKBONES
@@ -417,21 +413,10 @@ class GCFNet(BuildsFromSpecs, keras.Model):
             **kwargs,
         )
 
-    def _targets(self, y):
-        """Plain labels ``(B,)`` → the label of every output (Keras asks for one
-        per output; the sparsity loss ignores it); a dict is taken as it is."""
-        if y is None or isinstance(y, dict):
-            return y
-        return {name: y for name in self.output_keys}
-
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        return super().compute_loss(x, self._targets(y), y_pred, sample_weight, training)
-
-    def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        return super().compute_metrics(x, self._targets(y), y_pred, sample_weight)
-
-    def compile_from_config(self, config):
-        compile_from_config(self, config)
+    @property
+    def label_outputs(self):
+        """Plain labels go to every output (the sparsity loss ignores its own)."""
+        return self.output_keys
 
     # --------------------------------------------------------- serialization
     def get_config(self):
@@ -458,14 +443,6 @@ class GCFNet(BuildsFromSpecs, keras.Model):
             "dtype": self.precision,
         }
 
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        # The weights come from the saved file: do not look for the original files.
-        provenance = config.pop("backbone_weights", None)
-        model = cls(**config)
-        model.backbone_weights = provenance
-        return model
 
 
 __all__ = [

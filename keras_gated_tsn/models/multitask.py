@@ -28,7 +28,12 @@ from keras_gated_tsn.backbones import get_backbone
 from keras_gated_tsn.data.flow_stacking import as_flow_input
 from keras_gated_tsn.layers import SegmentConsensus
 from keras_gated_tsn.layers.preprocessing import MODALITIES
-from keras_gated_tsn.models.common import BuildsFromSpecs, check_int, check_ratio, compile_from_config
+from keras_gated_tsn.models.common import (
+    BuildsFromSpecs,
+    RecordsBackboneWeights,
+    check_int,
+    check_ratio,
+)
 from keras_gated_tsn.models.tsn import CLASSIFIER, stream_trunk
 from keras_gated_tsn.precision import precision_scope, resolve_precision
 
@@ -45,7 +50,7 @@ def _check_heads(heads) -> Dict[str, int]:
 
 
 @keras.saving.register_keras_serializable(package="keras_gated_tsn")
-class MultiTaskTSN(BuildsFromSpecs, keras.Model):
+class MultiTaskTSN(RecordsBackboneWeights, BuildsFromSpecs, keras.Model):
     """A TSN stream with one classifier and segmental consensus per dataset.
 
     Input: raw clips ``(B, K, S, S, C)`` as :class:`~keras_gated_tsn.models.TSN`
@@ -128,10 +133,6 @@ class MultiTaskTSN(BuildsFromSpecs, keras.Model):
         for index, layer in enumerate(norms):  # TSN's partial BN
             layer.trainable = (index == 0) or not self.partial_bn
 
-    @property
-    def precision(self) -> str:
-        return self.dtype_policy.name
-
     def compile(self, optimizer="auto", loss="auto", metrics="auto", **kwargs):
         """``keras.Model.compile`` with, for what is ``"auto"``: the stream's
         Caffe SGD recipe, a cross-entropy per head (summed: loss weights 1),
@@ -148,9 +149,6 @@ class MultiTaskTSN(BuildsFromSpecs, keras.Model):
             kwargs.setdefault("weighted_metrics", {head: [recipes.accuracy_metric()] for head in self.heads})
             metrics = None
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
-
-    def compile_from_config(self, config):
-        compile_from_config(self, config)
 
     def get_config(self):
         return {
@@ -169,14 +167,6 @@ class MultiTaskTSN(BuildsFromSpecs, keras.Model):
             "flow_input": None if self.flow_input is None or self.flow_input.is_plain else self.flow_input.get_config(),
             "dtype": self.precision,
         }
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        provenance = config.pop("backbone_weights", None)  # the weights come from the saved file
-        model = cls(**config)
-        model.backbone_weights = provenance
-        return model
 
 
 __all__ = ["MultiTaskTSN"]

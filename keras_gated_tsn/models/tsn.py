@@ -14,10 +14,10 @@ from keras_gated_tsn.layers import ModalityPreprocessing, SegmentConsensus, Segm
 from keras_gated_tsn.layers.preprocessing import MODALITIES
 from keras_gated_tsn.models.common import (
     BuildsFromSpecs,
+    RecordsBackboneWeights,
     check_class_names,
     check_int,
     check_ratio,
-    compile_from_config,
 )
 from keras_gated_tsn.precision import precision_scope, resolve_precision
 from keras_gated_tsn.weights.transfer import copy_weights_by_name
@@ -36,7 +36,7 @@ def stream_pooling(spec, x, prefix: str = ""):
 
 
 @keras.saving.register_keras_serializable(package="keras_gated_tsn")
-class TSN(BuildsFromSpecs, keras.Model):
+class TSN(RecordsBackboneWeights, BuildsFromSpecs, keras.Model):
     """A TSN stream: preprocessing → segments folded → backbone → dropout → fc
     → average consensus of the pre-softmax scores.
 
@@ -171,12 +171,6 @@ class TSN(BuildsFromSpecs, keras.Model):
         self.set_partial_bn(self.partial_bn)
 
     @property
-    def precision(self) -> str:
-        """The dtype policy the model was built under (one of
-        :data:`keras_gated_tsn.precision.PRECISIONS`), its ``dtype`` config."""
-        return self.dtype_policy.name
-
-    @property
     def channels(self) -> int:
         """Input channels per snippet: 3 (RGB) or 2L (flow)."""
         return 3 if self.modality == "rgb" else 2 * self.new_length
@@ -244,9 +238,6 @@ class TSN(BuildsFromSpecs, keras.Model):
             metrics = [recipes.accuracy_metric()]
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile, **kwargs)
 
-    def compile_from_config(self, config):
-        compile_from_config(self, config)
-
     def get_config(self):
         return {
             "name": self.name,
@@ -264,15 +255,6 @@ class TSN(BuildsFromSpecs, keras.Model):
             "flow_input": None if self.flow_input is None or self.flow_input.is_plain else self.flow_input.get_config(),
             "dtype": self.precision,
         }
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        # The weights come from the saved file: do not look for the original files.
-        provenance = config.pop("backbone_weights", None)
-        model = cls(**config)
-        model.backbone_weights = provenance
-        return model
 
 
 def stream_trunk(spec, modality: str, input_size: int, channels: int, dropout: float, backbone_weights=None):

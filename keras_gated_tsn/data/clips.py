@@ -40,7 +40,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_gated_tsn.data import transforms
-from keras_gated_tsn.data.pipeline import RGB_TEMPLATE, FramesLike, RecordsLike, _sources
+from keras_gated_tsn.data.pipeline import RGB_TEMPLATE, FramesLike, RecordsLike, _sources, keyed_elements
 
 #: Scales of the training crop, relative to the shorter side: Hara et al.'s
 #: ``MultiScaleCornerCrop`` (5 scales, step 2^(-1/4)).
@@ -201,17 +201,7 @@ def make_clip_dataset(
         records_or_list_file, frames_root, "rgb", 1, {"rgb": rgb_template}
     )
     columns = locations + (tf.constant(counts, tf.int32), tf.constant([r.label for r in records], tf.int32))
-    ds = tf.data.Dataset.from_tensor_slices(columns)
-    if shuffle:
-        ds = ds.shuffle(len(records), seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        ds = ds.repeat()
-    if training:
-        # One random int64 per element: the key of all its stateless draws.
-        keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-        ds = tf.data.Dataset.zip((ds, keys)).map(lambda r, key: (*r, key))
-    else:
-        ds = ds.map(lambda *r: (*r, tf.constant(0, tf.int64)))
+    ds = keyed_elements(columns, len(records), shuffle=shuffle, repeat=repeat, training=training, seed=seed)
     frames_per_video = clips * length
     flip_prob = float(flip_prob)
 

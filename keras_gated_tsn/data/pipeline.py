@@ -538,6 +538,22 @@ def _first_frame_sizes(reader: _Reader, locations, groups) -> Dict[str, Tuple[in
     return {group: tuple(int(v) for v in reader.size(encoded, group).numpy()) for group in groups}
 
 
+def keyed_elements(columns, count: int, *, shuffle: bool, repeat: bool, training: bool, seed) -> tf.data.Dataset:
+    """The elements ``(*columns, key)`` of an unindexed pipeline: the records'
+    columns (shuffled each pass, repeated), each with one random int64 that keys
+    all its stateless draws in training (0 otherwise). Shared by
+    :func:`make_dataset` and :func:`keras_gated_tsn.data.clips.make_clip_dataset`."""
+    ds = tf.data.Dataset.from_tensor_slices(columns)
+    if shuffle:
+        ds = ds.shuffle(count, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    if training:
+        keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+        return tf.data.Dataset.zip((ds, keys)).map(lambda r, key: (*r, key))
+    return ds.map(lambda *r: (*r, tf.constant(0, tf.int64)))
+
+
 def _output(groups: Dict[str, tf.Tensor], modality: str):
     return groups if modality == "rgb+flow" else groups[modality]
 
@@ -759,17 +775,7 @@ def make_dataset(
         )
         batch_size //= num_shards
     else:
-        ds = tf.data.Dataset.from_tensor_slices(columns)
-        if shuffle:
-            ds = ds.shuffle(len(records), seed=seed, reshuffle_each_iteration=True)
-        if repeat:
-            ds = ds.repeat()
-        if training:
-            # One random int64 per element: the key of all its stateless draws.
-            randoms = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-            ds = tf.data.Dataset.zip((ds, randoms)).map(lambda r, key: (*r, key))
-        else:
-            ds = ds.map(lambda *r: (*r, tf.constant(0, tf.int64)))
+        ds = keyed_elements(columns, len(records), shuffle=shuffle, repeat=repeat, training=training, seed=seed)
 
     channels = _channels(modality, new_length)
     flip_prob = float(flip_prob)

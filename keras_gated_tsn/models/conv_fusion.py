@@ -12,7 +12,7 @@ right, Sec. 3.4 and Fig. 4: the paper's proposed architecture).
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence
 
 import keras
 import numpy as np
@@ -35,7 +35,7 @@ from keras_gated_tsn.models.common import (
     check_int,
     check_ratio,
 )
-from keras_gated_tsn.models.tsn import CLASSIFIER, TSN, stream_pooling
+from keras_gated_tsn.models.tsn import CLASSIFIER, TSN, StreamLike, stream_config, stream_pooling
 from keras_gated_tsn.precision import precision_scope, resolve_precision
 from keras_gated_tsn.weights.transfer import copy_weights_by_name
 
@@ -54,7 +54,6 @@ SPATIOTEMPORAL = "spatiotemporal"
 #: The paper's learning rate for fusion fine-tuning (Sec. 3.5: from 1e-3, /10 on plateau).
 LEARNING_RATE = 1e-3
 
-StreamLike = Union[TSN, dict]
 _OTHER = {"rgb": "flow", "flow": "rgb"}
 
 
@@ -71,20 +70,6 @@ def last_conv_layer(backbone: str) -> str:
     layers_in_order = [stage for stage in spec.stages if stage in spec.feature_layers]
     candidates = [name for name in layers_in_order if "pool" not in name]
     return candidates[-1] if candidates else spec.default_fusion_layer
-
-
-def _stream_config(stream: StreamLike, modality: str) -> dict:
-    if isinstance(stream, TSN):
-        config = stream.get_config()
-    elif isinstance(stream, dict):
-        config = dict(stream)
-    else:
-        raise ValueError(
-            f"the {modality} stream must be a keras_gated_tsn.models.TSN (or its config), got {type(stream).__name__}"
-        )
-    if config.get("modality") != modality:
-        raise ValueError(f"the {modality} stream must have modality {modality!r}, got {config.get('modality')!r}")
-    return config
 
 
 def _stream_copy(config: dict, source: Optional[TSN], dtype: str) -> TSN:
@@ -314,7 +299,7 @@ class ConvTwoStreamFusion(TwoStreams, PlainLabels, BuildsFromSpecs, keras.Model)
             pool3d_size = _check_pool3d((num_snippets, 3, 3) if pool3d_size is None else pool3d_size, num_snippets)
         if fusion_identity_scales is None:
             fusion_identity_scales = (1.0, 3.0) if temporal_fusion == "conv3d_pool3d" else (1.0, 1.0)
-        configs = {"rgb": _stream_config(rgb_stream, "rgb"), "flow": _stream_config(flow_stream, "flow")}
+        configs = {"rgb": stream_config(rgb_stream, "rgb"), "flow": stream_config(flow_stream, "flow")}
         for key in ("num_classes", "input_size"):
             if configs["rgb"][key] != configs["flow"][key]:
                 raise ValueError(

@@ -3,7 +3,7 @@ Sec. III, Fig. 1; the authors' ``gating_three_2`` prototxts)."""
 
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Optional
 
 import keras
 import numpy as np
@@ -18,7 +18,7 @@ from keras_gated_tsn.models.common import (
     check_choice,
     check_ratio,
 )
-from keras_gated_tsn.models.tsn import CLASSIFIER, TSN, stream_pooling
+from keras_gated_tsn.models.tsn import CLASSIFIER, TSN, StreamLike, stream_config, stream_pooling
 from keras_gated_tsn.precision import precision_scope, resolve_precision
 from keras_gated_tsn.weights.transfer import copy_weights_by_name
 
@@ -32,24 +32,6 @@ OUTPUTS = ("fused", "rgb", "flow", "gating_classifier", "fusion_weights")
 SCORED_OUTPUTS = ("fused", "gating_classifier", "rgb", "flow")
 #: The metrics of the mean fusion weights (w_rgb, w_flow) that fit() logs per epoch.
 WEIGHT_METRICS = ("rgb_weight", "flow_weight")
-
-StreamLike = Union[TSN, dict]
-
-
-def _stream_config(stream: StreamLike, modality: str) -> dict:
-    if isinstance(stream, TSN):
-        config = stream.get_config()
-    elif isinstance(stream, dict):
-        config = dict(stream)
-    else:
-        raise ValueError(
-            f"the {modality} stream must be a keras_gated_tsn.models.TSN (or its config), "
-            f"got {type(stream).__name__}"
-        )
-    if config.get("modality") != modality:
-        raise ValueError(f"the {modality} stream must have modality {modality!r}, got {config.get('modality')!r}")
-    return config
-
 
 def _frozen_stream(
     config: dict, source: Optional[TSN], fusion_layer: str, stream_dropout: bool, dtype: str
@@ -215,8 +197,8 @@ class GatedTSN(TwoStreams, PlainLabels, BuildsFromSpecs, keras.Model):
         check_choice("gate_activation", gate_activation, GATE_ACTIVATIONS)
         check_choice("fusion_initializer", fusion_initializer, FUSION_INITIALIZERS)
         dropout = check_ratio("dropout", dropout)
-        rgb_config = _stream_config(rgb_stream, "rgb")
-        flow_config = _stream_config(flow_stream, "flow")
+        rgb_config = stream_config(rgb_stream, "rgb")
+        flow_config = stream_config(flow_stream, "flow")
         for key in ("num_classes", "input_size"):
             if rgb_config[key] != flow_config[key]:
                 raise ValueError(

@@ -34,7 +34,7 @@ from keras_gated_tsn.models.common import (
     check_int,
     check_ratio,
 )
-from keras_gated_tsn.models.tsn import CLASSIFIER, stream_trunk
+from keras_gated_tsn.models.tsn import CLASSIFIER, TSN, stream_trunk
 from keras_gated_tsn.precision import precision_scope, resolve_precision
 
 
@@ -128,10 +128,10 @@ class MultiTaskTSN(RecordsBackboneWeights, BuildsFromSpecs, keras.Model):
         self.backbone_weights = None if backbone_weights is None else str(backbone_weights)
         self.class_names = class_names
         self.flow_input = flow_input
-        self.partial_bn = bool(partial_bn)
-        norms = [layer for layer in self.layers if isinstance(layer, layers.BatchNormalization)]
-        for index, layer in enumerate(norms):  # TSN's partial BN
-            layer.trainable = (index == 0) or not self.partial_bn
+        self.set_partial_bn(partial_bn)
+
+    #: TSN's partial BN, as for :meth:`keras_gated_tsn.models.TSN.set_partial_bn`.
+    set_partial_bn = TSN.set_partial_bn
 
     def compile(self, optimizer="auto", loss="auto", metrics="auto", **kwargs):
         """``keras.Model.compile`` with, for what is ``"auto"``: the stream's

@@ -3,7 +3,7 @@ original two-stream ConvNet (Simonyan & Zisserman 2014)."""
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import keras
 from keras import layers
@@ -272,6 +272,31 @@ def stream_trunk(spec, modality: str, input_size: int, channels: int, dropout: f
     )
     x = stream_pooling(spec, base.output)
     return clip, layers.Dropout(dropout, name="dropout")(x)
+
+
+def stream_config(stream: "StreamLike", modality: str) -> dict:
+    """A stream's config, from the stream or from its config dict (the two-stream
+    models take either).
+
+    Raises:
+        ValueError: for anything else, or a stream of another modality.
+    """
+    if isinstance(stream, TSN):
+        config = stream.get_config()
+    elif isinstance(stream, dict):
+        config = dict(stream)
+    else:
+        raise ValueError(
+            f"the {modality} stream must be a keras_gated_tsn.models.TSN (or its config), "
+            f"got {type(stream).__name__}"
+        )
+    if config.get("modality") != modality:
+        raise ValueError(f"the {modality} stream must have modality {modality!r}, got {config.get('modality')!r}")
+    return config
+
+
+#: A trained stream, or its config.
+StreamLike = Union[TSN, dict]
 
 
 def flow_input_of(model) -> Optional[FlowInput]:

@@ -107,3 +107,20 @@ def caffe_pool_size(n, kernel=3, stride=2):
     import math
 
     return int(math.ceil((n - kernel) / stride)) + 1
+
+
+def relabelled_copy(prepared, folder):
+    """Another prepared dataset over the same frames: 2 classes (the sample
+    set's labels mod 2), its train and val lists, in ``folder`` (whose name
+    becomes a multi-task head's). Returns ``folder``."""
+    import os
+    import shutil
+
+    folder.mkdir()
+    os.symlink(prepared / "frames", folder / "frames")
+    shutil.copy(prepared / "prepare.json", folder / "prepare.json")
+    (folder / "classes.txt").write_text("cartwheel\nother\n")
+    for name in ("train", "val"):
+        lines = [line.split() for line in (prepared / f"{name}.txt").read_text().split("\n") if line.strip()]
+        (folder / f"{name}.txt").write_text("".join(f"{v} {n} {int(label) % 2}\n" for v, n, label in lines))
+    return folder

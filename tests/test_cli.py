@@ -348,3 +348,48 @@ def test_frames_of_another_tool_through_the_recorded_layout(shared_data, prepare
     (data / "prepare.json").write_text('{"layout": {"flow_x": "x_{}_{}.jpg"}}')
     assert main(argv) == 2
     assert "prepare.json" in capsys.readouterr().err
+
+
+def test_evaluate_a_multitask_stream_through_one_head(prepared_samples, tmp_path, capsys):
+    """`evaluate --flow multitask.keras --head NAME` scores that head's stream
+    (the two-stream ConvNets' multi-task stream, Sec. 4) as the plain stream of
+    MultiTaskTSN.head_stream scores; without --head, with a head it lacks, with
+    a head of other classes than classes.txt's, or --head with plain streams:
+    exit 2 before any scoring, saying what is wrong."""
+    from keras_gated_tsn.models import MultiTaskTSN
+
+    data = str(prepared_samples)
+    assert len((prepared_samples / "classes.txt").read_text().split()) == 3
+    keras.utils.set_random_seed(0)
+    model = MultiTaskTSN("caffenet", "flow", heads={"samples": 3, "other": 5}, num_segments=1, input_size=64,
+                         new_length=2, dropout=0.0)
+    classifier = model.get_layer("fc-action_samples")
+    classifier.kernel.assign(np.random.default_rng(0).normal(0, 0.05, classifier.kernel.shape))
+    multitask, plain = str(tmp_path / "multitask.keras"), str(tmp_path / "samples.keras")
+    model.save(multitask)
+    model.head_stream("samples").save(plain)
+    common = ["evaluate", "--data", data, "--list", f"{data}/test.txt", "--frames", "1", "--crops", "1",
+              "--no-progress"]
+    assert main([*common, "--flow", multitask, "--head", "samples", "--out", str(tmp_path / "head.npz")]) == 0
+    assert main([*common, "--flow", plain, "--out", str(tmp_path / "plain.npz")]) == 0
+    head, stream = load_scores(tmp_path / "head.npz"), load_scores(tmp_path / "plain.npz")
+    assert head.flow.shape == (head.num_videos, 1, 3) and head.rgb is None and np.abs(head.flow).max() > 1e-3
+    np.testing.assert_allclose(head.flow, stream.flow, rtol=1e-5, atol=1e-5)
+    assert head.video_ids.tolist() == stream.video_ids.tolist()
+    capsys.readouterr()
+
+    cases = [
+        (["--flow", multitask], f"--flow {multitask} is a multi-task stream (MultiTaskTSN) with the heads "
+                                "samples, other: give --head NAME"),
+        (["--flow", multitask, "--head", "ucf101"], f"--flow {multitask} has no head 'ucf101'; its heads are "
+                                                    "samples, other"),
+        (["--flow", multitask, "--head", "other"], "the model(s) score [5] classes but class_names has 3"),
+        (["--flow", plain, "--head", "samples"], "--head samples names a head of a multi-task stream "
+                                                 "(MultiTaskTSN), but neither --rgb nor --flow is one"),
+    ]
+    for models, message in cases:
+        out = tmp_path / "x.npz"
+        assert main([*common, *models, "--out", str(out)]) == 2, message
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err
+        assert not out.exists()

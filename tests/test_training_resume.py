@@ -27,6 +27,9 @@ from keras_gated_tsn.training.stages import StageConfig, run_stage
 
 config = StageConfig(**json.loads(sys.argv[1]))
 plan = json.loads(sys.argv[2]) if len(sys.argv) > 2 else None
+if plan and plan.get("keep_last"):  # the model file gets the last epoch's weights, not the best's
+    checkpoints.TrainingState.load_best = lambda self, model: True
+    plan = plan if "save" in plan else None
 if plan:
     save, saves = checkpoints.TrainingState._save, [0]
     write_weights = keras.Model.save_weights
@@ -140,3 +143,32 @@ def test_a_nan_loss_stops_the_run_naming_the_batch(tmp_path):
     assert "became nan at epoch 1, batch 3 (batch 3 of the run)" in state.diverged
     assert "state-000000002.json" in state.diverged
     assert sorted(os.listdir(tmp_path / "ckpt")) == ["state-000000002.json", "state-000000002.weights.h5"]
+
+
+def test_a_killed_multitask_stage_resumes_on_the_same_batches(prepared_samples, tmp_path):
+    """The multi-task stream over two datasets (the dataset of each batch drawn
+    from the seed and the run's step): SIGKILL right after the state of epoch 2,
+    batch 1 (states at batches 5, 10, 14 and 15 of the run), then the same command
+    goes on mid-epoch, each dataset from its own place, to the weights of the
+    uninterrupted run."""
+    from helpers import relabelled_copy
+
+    other = relabelled_copy(prepared_samples, tmp_path / "other_set")
+
+    def config(out):
+        return StageConfig(
+            stage="multitask", data_dir=str(prepared_samples), also_data=[str(other)], out=str(out), epochs=2,
+            batch_size=4, num_segments=1, input_size=48, backbone="caffenet", new_length=2, seed=5,
+            checkpoint_every=5, verbose=0,
+        )
+
+    last = {"keep_last": True}  # so that epoch 2's weights are compared, whichever epoch is best
+    whole = _run(config(tmp_path / "whole.keras"), last)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    killed_config = config(tmp_path / "mt.keras")
+    killed = _run(killed_config, {"save": 4, "when": "after", **last})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    resumed = _run(killed_config, last)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "epoch 2, batch 2" in resumed.stdout
+    _assert_same_weights(load_model(killed_config.out), load_model(str(tmp_path / "whole.keras")))

@@ -27,11 +27,16 @@ to OUT_metrics.json (OUT without .npz).
 Long lists: scores are written every --flush-every videos to OUT.partial/;
 a killed or interrupted run started again with the same command scores only
 the videos after them. A partial run of other settings (list, models, frames,
-crops, precision) is refused; --restart discards it."""
+crops, precision) is refused; --restart discards it.
+
+A multi-task stream (MultiTaskTSN: one classifier per dataset, two-stream
+ConvNets Sec. 4) given as --rgb or --flow is scored through one head, --head
+NAME: the plain stream of the shared trunk and that dataset's classifier."""
 EPILOG = """\
 examples:
   gated-tsn evaluate --data ucf101/ --list ucf101/test.txt --model models/gated.keras --out scores/test.npz
-  gated-tsn evaluate --data ucf101/ --list ucf101/test.txt --rgb rgb.keras --flow flow.keras --out streams.npz"""
+  gated-tsn evaluate --data ucf101/ --list ucf101/test.txt --rgb rgb.keras --flow flow.keras --out streams.npz
+  gated-tsn evaluate --data hmdb51/ --list hmdb51/test.txt --flow multitask.keras --head hmdb51 --out flow.npz"""
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -46,8 +51,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "convolutional two-stream fusion model (its fused scores; with temporal fusion a view "
                         "holds its T snippets and --frames is T), or a GCF-Net (one view of its clips, "
                         "centre-cropped)")
-    parser.add_argument("--rgb", help="RGB stream .keras (without --model)")
-    parser.add_argument("--flow", help="flow stream .keras (without --model)")
+    parser.add_argument("--rgb", help="RGB stream .keras (without --model): a TSN, or a multi-task stream "
+                        "(MultiTaskTSN) with --head")
+    parser.add_argument("--flow", help="flow stream .keras (without --model): a TSN, or a multi-task stream "
+                        "(MultiTaskTSN) with --head")
+    parser.add_argument("--head", metavar="NAME", help="the head (dataset) of a MultiTaskTSN --rgb / --flow to "
+                        "score: the stream of its shared trunk and that head's classifier")
     parser.add_argument("--frames", type=int_at_least(1), default=25, help="snippets per video (default 25)")
     parser.add_argument("--crops", type=int, default=10, choices=(1, 3, 5, 10), help="crops per snippet (default 10)")
     parser.add_argument(
@@ -82,19 +91,39 @@ def run(args: argparse.Namespace) -> int:
     from keras_gated_tsn.data.lists import read_class_names
     from keras_gated_tsn.evaluation.metrics import score_report
     from keras_gated_tsn.evaluation.protocol import evaluate_to_file
-    from keras_gated_tsn.models import TSN, ConvTwoStreamFusion, GatedTSN, GCFNet, with_precision
+    from keras_gated_tsn.models import TSN, ConvTwoStreamFusion, GatedTSN, GCFNet, MultiTaskTSN, with_precision
     from keras_gated_tsn.training.stages import load_model
 
     if not (args.model or args.rgb or args.flow):
         raise ValueError("give --model (gated) or --rgb and/or --flow (streams)")
     class_names = read_class_names(os.path.join(args.data, CLASSES_FILE))
 
-    def prepared(path, kind):
-        if not path:
+    def loaded(path, kind):
+        return load_model(path, kind) if path else None
+
+    def prepared(model):
+        if model is None:
             return None
-        model = with_precision(load_model(path, kind), args.precision)
+        model = with_precision(model, args.precision)
         model.jit_compile = args.jit_compile
         return model
+
+    # All models loaded (and --head checked) before any scoring.
+    models = {"model": loaded(args.model, (GatedTSN, ConvTwoStreamFusion, GCFNet)),
+              "rgb": loaded(args.rgb, (TSN, MultiTaskTSN)), "flow": loaded(args.flow, (TSN, MultiTaskTSN))}
+    multitask = [name for name in ("rgb", "flow") if isinstance(models[name], MultiTaskTSN)]
+    if args.head is not None and not multitask:
+        raise ValueError(f"--head {args.head} names a head of a multi-task stream (MultiTaskTSN), but "
+                         "neither --rgb nor --flow is one")
+    for name in multitask:
+        model, path = models[name], getattr(args, name)
+        if args.head is None:
+            raise ValueError(f"--{name} {path} is a multi-task stream (MultiTaskTSN) with the heads "
+                             f"{', '.join(model.heads)}: give --head NAME to score one of them")
+        if args.head not in model.heads:
+            raise ValueError(f"--{name} {path} has no head {args.head!r}; its heads are "
+                             f"{', '.join(model.heads)}")
+        models[name] = model.head_stream(args.head)
 
     identity = {"precision": args.precision}
     for name in ("model", "rgb", "flow"):
@@ -102,12 +131,14 @@ def run(args: argparse.Namespace) -> int:
         if path:
             status = os.stat(path)
             identity[f"{name}_file"] = [os.path.abspath(path), status.st_size, status.st_mtime_ns]
+    if args.head is not None:
+        identity["head"] = args.head
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     scores = evaluate_to_file(
         args.out, args.list, frames_source(args.data), class_names,
-        gated_model=prepared(args.model, (GatedTSN, ConvTwoStreamFusion, GCFNet)),
-        rgb_model=prepared(args.rgb, TSN),
-        flow_model=prepared(args.flow, TSN),
+        gated_model=prepared(models["model"]),
+        rgb_model=prepared(models["rgb"]),
+        flow_model=prepared(models["flow"]),
         num_frames=args.frames, crops=args.crops, progress=args.progress,
         videos_per_batch=args.videos_per_batch, flush_every=args.flush_every, restart=args.restart,
         run_identity=identity, **read_layout(args.data).pipeline_templates(),

@@ -40,7 +40,14 @@ import numpy as np
 import tensorflow as tf
 
 from keras_gated_tsn.data import transforms
-from keras_gated_tsn.data.pipeline import RGB_TEMPLATE, FramesLike, RecordsLike, _sources, keyed_elements
+from keras_gated_tsn.data.pipeline import (
+    RGB_TEMPLATE,
+    FramesLike,
+    RecordsLike,
+    _sources,
+    check_ordered_batches,
+    ordered_batches,
+)
 
 #: Scales of the training crop, relative to the shorter side: Hara et al.'s
 #: ``MultiScaleCornerCrop`` (5 scales, step 2^(-1/4)).
@@ -138,6 +145,10 @@ def make_clip_dataset(
     prefetch: Optional[int] = tf.data.AUTOTUNE,
     drop_remainder: bool = False,
     repeat: bool = False,
+    start_epoch: int = 0,
+    skip_batches: int = 0,
+    num_shards: int = 1,
+    shard_index: int = 0,
 ) -> tf.data.Dataset:
     """Batches of C clips of T RGB frames per video (GCF-Net Sec. 3.3).
 
@@ -173,15 +184,41 @@ def make_clip_dataset(
         num_parallel_calls: parallelism of the decoding map.
         prefetch: batches to prefetch (None or 0: none).
         drop_remainder: drop a last partial batch.
-        repeat: repeat forever.
+        repeat: repeat forever (epoch boundaries kept: reshuffled each pass).
+        start_epoch: with a ``seed``, the epoch the dataset starts at (>= 0).
+        skip_batches: with a ``seed``, batches of ``start_epoch`` to leave out
+            (>= 0): where a resumed run goes on.
+        num_shards, shard_index: this worker's share of every batch, for
+            multi-worker training: shard ``w`` of ``W`` gets the videos at
+            positions ``w, w + W, ...`` of each global batch of ``batch_size``
+            videos, and batches of ``batch_size / W`` (which must divide);
+            partial global batches are dropped so that every worker takes the
+            same number of steps. Needs a ``seed`` (the workers must agree on
+            the order).
+
+    With a ``seed`` and ``repeat`` (or a start, skip or shards), epoch ``e`` of
+    a training dataset is a pure function of ``(seed, e)``: its order is a
+    stateless permutation and each video's random draws (clip positions, crop,
+    flip) are keyed by ``(seed, e, position)``; without ``repeat`` it is that
+    one epoch. (A seeded dataset without these draws anew on each pass, the
+    same on every run.) A run resumed at epoch ``e``, batch ``s``
+    (``start_epoch=e, skip_batches=s``) sees exactly the batches an
+    uninterrupted run would, and ``W`` shards together see the batches of one
+    process (:func:`keras_gated_tsn.data.pipeline.ordered_batches`, as
+    :func:`keras_gated_tsn.data.pipeline.make_dataset`).
 
     Returns:
         A dataset of ``(clips, label)``: ``clips`` uint8 ``(B, C, T, S, S, 3)``
-        RGB pixels 0-255, ``label`` int32 ``(B,)``.
+        RGB pixels 0-255, ``label`` int32 ``(B,)``; B is ``batch_size``
+        (``batch_size / num_shards`` per shard).
 
     Raises:
         ValueError: for a size, count or probability out of range (quoted),
-            bad scales, or a bad record (naming the list file and line).
+            bad scales, or a bad record (naming the list file and line); for
+            a start, skip or shards without ``training=True`` and a seed, a
+            ``shard_index`` >= ``num_shards``, a ``batch_size`` that
+            ``num_shards`` does not divide, or (epoch-indexed, partial
+            batches dropped) fewer videos than one batch.
         FileNotFoundError: for a missing list file, frames root, video folder
             or frame (naming the video).
     """
@@ -196,12 +233,13 @@ def make_clip_dataset(
     if scale_size < size:
         raise ValueError(f"scale_size must be >= input_size {size}, got {scale_size}")
     shuffle = training if shuffle is None else bool(shuffle)
+    check_ordered_batches(training=training, seed=seed, batch_size=batch_size, start_epoch=start_epoch,
+                          skip_batches=skip_batches, num_shards=num_shards, shard_index=shard_index)
 
     records, reader, locations, counts = _sources(
         records_or_list_file, frames_root, "rgb", 1, {"rgb": rgb_template}
     )
     columns = locations + (tf.constant(counts, tf.int32), tf.constant([r.label for r in records], tf.int32))
-    ds = keyed_elements(columns, len(records), shuffle=shuffle, repeat=repeat, training=training, seed=seed)
     frames_per_video = clips * length
     flip_prob = float(flip_prob)
 
@@ -223,9 +261,16 @@ def make_clip_dataset(
         return tf.reshape(x, [clips, length, size, size, 3]), label
 
     deterministic = seed is not None or not training
-    ds = reader.fetch(ds, deterministic)
-    ds = ds.map(load, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+
+    def loaded(elements):
+        elements = reader.fetch(elements, deterministic)
+        return elements.map(load, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
+
+    ds = ordered_batches(
+        columns, len(records), loaded, training=training, seed=seed, shuffle=shuffle, repeat=repeat,
+        batch_size=batch_size, drop_remainder=drop_remainder, start_epoch=start_epoch,
+        skip_batches=skip_batches, num_shards=num_shards, shard_index=shard_index,
+    )
     if prefetch:
         ds = ds.prefetch(prefetch)
     return ds

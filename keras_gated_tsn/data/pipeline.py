@@ -541,8 +541,9 @@ def _first_frame_sizes(reader: _Reader, locations, groups) -> Dict[str, Tuple[in
 def keyed_elements(columns, count: int, *, shuffle: bool, repeat: bool, training: bool, seed) -> tf.data.Dataset:
     """The elements ``(*columns, key)`` of an unindexed pipeline: the records'
     columns (shuffled each pass, repeated), each with one random int64 that keys
-    all its stateless draws in training (0 otherwise). Shared by
-    :func:`make_dataset` and :func:`keras_gated_tsn.data.clips.make_clip_dataset`."""
+    all its stateless draws in training (0 otherwise): what :func:`ordered_batches`
+    (:func:`make_dataset`, :func:`keras_gated_tsn.data.clips.make_clip_dataset`)
+    batches when the order is not epoch-indexed."""
     ds = tf.data.Dataset.from_tensor_slices(columns)
     if shuffle:
         ds = ds.shuffle(count, seed=seed, reshuffle_each_iteration=True)
@@ -552,6 +553,87 @@ def keyed_elements(columns, count: int, *, shuffle: bool, repeat: bool, training
         keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
         return tf.data.Dataset.zip((ds, keys)).map(lambda r, key: (*r, key))
     return ds.map(lambda *r: (*r, tf.constant(0, tf.int64)))
+
+
+def check_ordered_batches(
+    *, training: bool, seed, batch_size: int, start_epoch: int = 0, skip_batches: int = 0,
+    num_shards: int = 1, shard_index: int = 0,
+) -> None:
+    """The checks of :func:`ordered_batches`' position and shard arguments, callable
+    before any work (the builders call it before reading their lists).
+
+    Raises:
+        ValueError: for a ``start_epoch``, ``skip_batches`` or ``shard_index``
+            that is not an int >= 0, a ``num_shards`` not an int >= 1, a
+            ``shard_index`` >= ``num_shards``, a position or shards without
+            ``training=True`` and a seed, or a ``batch_size`` that
+            ``num_shards`` does not divide.
+    """
+    for name, value, minimum in (("start_epoch", start_epoch, 0), ("skip_batches", skip_batches, 0),
+                                 ("num_shards", num_shards, 1), ("shard_index", shard_index, 0)):
+        if not _is_int(value) or value < minimum:
+            raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    if shard_index >= num_shards:
+        raise ValueError(f"shard_index must be < num_shards ({num_shards}), got {shard_index}")
+    positioned = bool(start_epoch or skip_batches or num_shards > 1)
+    if positioned and not (training and seed is not None):
+        raise ValueError("start_epoch, skip_batches and shards need training=True and a seed")
+    if batch_size % num_shards:
+        raise ValueError(f"the global batch of {batch_size} videos does not split over {num_shards} shards")
+
+
+def ordered_batches(
+    columns, count: int, loaded, *, training: bool, seed, shuffle: bool, repeat: bool, batch_size: int,
+    drop_remainder: bool = False, start_epoch: int = 0, skip_batches: int = 0, num_shards: int = 1,
+    shard_index: int = 0,
+) -> tf.data.Dataset:
+    """The batches of a pipeline over ``count`` records, in their training order
+    (the order, resumption and sharding of :func:`make_dataset`, shared by
+    :func:`keras_gated_tsn.data.clips.make_clip_dataset`).
+
+    With a ``seed`` in training and ``repeat`` (or a start, skip or shards) the
+    order is epoch-indexed: epoch ``e`` is a pure function of ``(seed, e)``
+    (a stateless permutation, and one int64 key per position that keys the
+    element's random draws), batched epoch by epoch so that no batch straddles
+    two epochs; ``start_epoch`` / ``skip_batches`` start the dataset where a
+    resumed run goes on, and shard ``w`` of ``W`` takes the elements at
+    positions ``w, w + W, ...`` of each global batch of ``batch_size`` (in
+    batches of ``batch_size / W``; partial global batches are dropped).
+    Otherwise the elements of :func:`keyed_elements`.
+
+    Args:
+        columns: tuple of tensors, one row per record (locations, counts, labels...).
+        count: the records (rows of ``columns``).
+        loaded: ``loaded(elements) -> dataset``: the elements ``(*columns, key)``
+            (int64 ``key``: 0 outside training) to the loaded elements, in
+            order (reads, decodes, augments), not batched.
+        training, seed, shuffle, repeat, batch_size, drop_remainder,
+        start_epoch, skip_batches, num_shards, shard_index: as in
+            :func:`make_dataset` (checked by :func:`check_ordered_batches`).
+
+    Returns:
+        The batched dataset (batches of ``batch_size / num_shards``).
+
+    Raises:
+        ValueError: as :func:`check_ordered_batches`, or when the records do
+            not fill one batch and partial batches are dropped (epoch-indexed).
+    """
+    check_ordered_batches(training=training, seed=seed, batch_size=batch_size, start_epoch=start_epoch,
+                          skip_batches=skip_batches, num_shards=num_shards, shard_index=shard_index)
+    positioned = bool(start_epoch or skip_batches or num_shards > 1)
+    # Epoch-indexed order when it can be named: a repeating or positioned seeded
+    # training pipeline. A plain seeded one re-draws on each pass (an iteration per epoch).
+    indexed = training and seed is not None and (repeat or positioned)
+    drop = drop_remainder or num_shards > 1
+    if not indexed:
+        ds = keyed_elements(columns, count, shuffle=shuffle, repeat=repeat, training=training, seed=seed)
+        return loaded(ds).batch(batch_size, drop_remainder=drop)
+    epochs, epoch_elements = _epoch_indexed(
+        columns, seed, shuffle, batch_size, start_epoch, skip_batches, num_shards, shard_index, drop, repeat,
+    )
+    per_shard = batch_size // num_shards
+    # Seeded training batches epoch by epoch, so no batch straddles two epochs.
+    return epochs.flat_map(lambda epoch: loaded(epoch_elements(epoch)).batch(per_shard, drop_remainder=drop))
 
 
 def _output(groups: Dict[str, tf.Tensor], modality: str):
@@ -744,20 +826,8 @@ def make_dataset(
     shuffle = training if shuffle is None else bool(shuffle)
     stride_range = None if snippet_stride is None else sampling.check_stride_range(snippet_stride)
 
-    for name, value, minimum in (("start_epoch", start_epoch, 0), ("skip_batches", skip_batches, 0),
-                                 ("num_shards", num_shards, 1), ("shard_index", shard_index, 0)):
-        if not _is_int(value) or value < minimum:
-            raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    if shard_index >= num_shards:
-        raise ValueError(f"shard_index must be < num_shards ({num_shards}), got {shard_index}")
-    positioned = bool(start_epoch or skip_batches or num_shards > 1)
-    if positioned and not (training and seed is not None):
-        raise ValueError("start_epoch, skip_batches and shards need training=True and a seed")
-    # Epoch-indexed order when it can be named: a repeating or positioned seeded
-    # training pipeline. A plain seeded one re-draws on each pass (an iteration per epoch).
-    indexed = training and seed is not None and (repeat or positioned)
-    if batch_size % num_shards:
-        raise ValueError(f"the global batch of {batch_size} videos does not split over {num_shards} shards")
+    check_ordered_batches(training=training, seed=seed, batch_size=batch_size, start_epoch=start_epoch,
+                          skip_batches=skip_batches, num_shards=num_shards, shard_index=shard_index)
 
     templates = {"rgb": rgb_template, "flow_x": flow_x_template, "flow_y": flow_y_template}
     flow_input = flow_stacking.as_flow_input(flow_input)
@@ -768,14 +838,6 @@ def make_dataset(
     )
     labels = [r.label for r in records]
     columns = locations + (tf.constant(counts, tf.int32), tf.constant(labels, tf.int32))
-    if indexed:
-        epochs, epoch_elements = _epoch_indexed(
-            columns, seed, shuffle, batch_size, start_epoch, skip_batches, num_shards, shard_index,
-            drop_remainder or num_shards > 1, repeat,
-        )
-        batch_size //= num_shards
-    else:
-        ds = keyed_elements(columns, len(records), shuffle=shuffle, repeat=repeat, training=training, seed=seed)
 
     channels = _channels(modality, new_length)
     flip_prob = float(flip_prob)
@@ -885,13 +947,15 @@ def make_dataset(
     # Seeded or evaluation: elements in order. Unseeded training: any order (faster).
     deterministic = seed is not None or not training
 
-    def batches(elements):
+    def loaded(elements):
         elements = reader.fetch(elements, deterministic)
-        elements = elements.map(load, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
-        return elements.batch(batch_size, drop_remainder=drop_remainder or num_shards > 1)
+        return elements.map(load, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
 
-    # Seeded training batches epoch by epoch, so no batch straddles two epochs.
-    ds = epochs.flat_map(lambda epoch: batches(epoch_elements(epoch))) if indexed else batches(ds)
+    ds = ordered_batches(
+        columns, len(records), loaded, training=training, seed=seed, shuffle=shuffle, repeat=repeat,
+        batch_size=batch_size, drop_remainder=drop_remainder, start_epoch=start_epoch,
+        skip_batches=skip_batches, num_shards=num_shards, shard_index=shard_index,
+    )
     if prefetch:
         ds = ds.prefetch(prefetch)
     return ds
@@ -1016,6 +1080,9 @@ def make_test_dataset(
 __all__ = [
     "make_dataset",
     "make_test_dataset",
+    "ordered_batches",
+    "check_ordered_batches",
+    "keyed_elements",
     "RGB_TEMPLATE",
     "FLOW_X_TEMPLATE",
     "FLOW_Y_TEMPLATE",

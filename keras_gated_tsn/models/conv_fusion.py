@@ -53,6 +53,11 @@ CONV3D_INIT_PROFILES = ("gaussian", "temporal_gaussian")
 SPATIOTEMPORAL = "spatiotemporal"
 #: The paper's learning rate for fusion fine-tuning (Sec. 3.5: from 1e-3, /10 on plateau).
 LEARNING_RATE = 1e-3
+#: The most rows (columns) of zeros the smaller map is padded with at the
+#: bottom (right) to match the other stream's (Sec. 4.1 pads VGG-M's 13x13
+#: ReLU5 with one row and one column to VGG-16's 14x14 ReLU5_3); a larger
+#: mismatch means layers of different resolutions and is refused.
+MAX_FUSION_PADDING = 2
 
 _OTHER = {"rgb": "flow", "flow": "rgb"}
 
@@ -140,13 +145,26 @@ class ConvTwoStreamFusion(TwoStreams, PlainLabels, BuildsFromSpecs, keras.Model)
 
     The two TSN streams are rebuilt inside the model from their configs and
     take the given streams' weights (the caller's models are left as they
-    are). Each runs up to ``fusion_layer`` on each of the T snippets of a
-    video (``t, t + τ, ...``: the input's T axis). By default those layers are
-    frozen: "we only propagate back to the injected fusion layer" (Sec. 3.5).
-    Then:
+    are). The ``fuse_into`` stream runs up to ``fusion_layer``, the other
+    one up to ``other_fusion_layer`` (the same layer by default when both
+    backbones have it), on each of the T snippets of a video (``t, t + τ,
+    ...``: the input's T axis). By default those layers are frozen: "we only
+    propagate back to the injected fusion layer" (Sec. 3.5). Then:
 
     1. **Spatial fusion** (Sec. 3.1) of the two maps, which must have the same
-       height and width (Sec. 3.2): ``"sum"`` (eq. (1)), ``"max"`` (eq. (2)),
+       height and width (Sec. 3.2). Sec. 4.1 fuses "only between layers with
+       the same output resolution; except for fusing a VGG-16 model at
+       ReLU5_3 with a VGG-M model at ReLU5, where we pad the slightly smaller
+       output of VGG-M (13 x 13, compared to 14 x 14) with a row and a column
+       of zeros": when the other stream's map is smaller by at most
+       :data:`MAX_FUSION_PADDING` rows / columns, the fused path sees it
+       padded with zeros at the bottom and right (a ``ZeroPadding2D`` named
+       ``<modality>_fusion_padding``, on each snippet's map before the fusion
+       or the stacking across time); its kept tower (``"keep_both"``) goes on
+       from its own unpadded map. The ``fuse_into`` stream's map is never
+       padded: the fused tower's layers after ``fusion_layer`` take the size
+       that stream was trained on (a flattening classifier's weights would
+       not fit a larger map). Fusions: ``"sum"`` (eq. (1)), ``"max"`` (eq. (2)),
        ``"concat"`` (eq. (3), 2D channels), ``"conv"`` (eq. (4): concatenation
        and a 1x1 conv 2D -> D initialised as the sum, the paper's best,
        Table 1) or ``"bilinear"`` (eq. (5) with signed square root and L2
@@ -169,7 +187,8 @@ class ConvTwoStreamFusion(TwoStreams, PlainLabels, BuildsFromSpecs, keras.Model)
        stream's weights; the paper fuses into the spatial network,
        Sec. 3.4). ``towers="truncate"``: the other tower is cut off
        (Fig. 2 left, Tables 1-2: half the parameters). ``"keep_both"``: the
-       other stream goes on through its own layers (3D-pooled too when
+       other stream goes on through its own layers after
+       ``other_fusion_layer``, on its own map (3D-pooled too when
        temporal fusion is on: Fig. 4 right), both towers have a loss, and at
        test time their predictions are averaged (Sec. 3.4, Table 4; the
        paper's proposed architecture, Fig. 4).
@@ -201,11 +220,22 @@ class ConvTwoStreamFusion(TwoStreams, PlainLabels, BuildsFromSpecs, keras.Model)
             :meth:`from_backbone` for a fresh model.
         flow_stream: the trained flow stream (or its config): the same classes
             and input size; the backbone may differ (CNN-M-2048 with
-            ``cnn_m_2048_no_norm2``, the two-stream paper's pair) if
-            ``fusion_layer`` is a feature layer of both and the maps agree.
-        fusion_layer: a feature layer of the backbones; default
-            :func:`last_conv_layer` of the ``fuse_into`` stream's backbone
-            (ReLU5, Sec. 3.4 and 4.3).
+            ``cnn_m_2048_no_norm2``, the two-stream paper's pair; VGG16 with
+            CNN-M-2048, Sec. 4.1 and Table 6, fused at ``block5_conv3`` and
+            ``conv5``).
+        fusion_layer: the feature layer of the ``fuse_into`` stream's backbone
+            it is fused at (the fused tower goes on from there); default
+            :func:`last_conv_layer` of that backbone (ReLU5, Sec. 3.4 and
+            4.3).
+        other_fusion_layer: the feature layer of the *other* stream's backbone
+            (the one that is not ``fuse_into``: flow by default, rgb with
+            ``fuse_into="flow"``) whose map is fused in; its kept tower goes
+            on from there. Named for the role rather than the modality so it
+            reads the same for either ``fuse_into``. Default
+            ``fusion_layer`` when that is a feature layer of both backbones,
+            else :func:`last_conv_layer` of the other backbone (``conv5``
+            for a CNN-M-2048 flow stream beside a VGG16 one's
+            ``block5_conv3``). The resolved name is what the config records.
         spatial_fusion: one of :data:`SPATIAL_FUSIONS` (above).
         temporal_fusion: one of :data:`TEMPORAL_FUSIONS` (above);
             ``"conv3d_pool3d"`` needs ``spatial_fusion="conv"`` (its 3x3x3
@@ -242,10 +272,13 @@ class ConvTwoStreamFusion(TwoStreams, PlainLabels, BuildsFromSpecs, keras.Model)
 
     Raises:
         ValueError: for an unknown option or a value out of range (the
-            message quotes it); a fusion layer that is not a feature layer of
-            both backbones; streams that disagree on classes or input size,
-            or whose maps differ in height and width (or, for sum, max and
-            conv fusion, in channels) at the fusion layer; a ``dtype`` (or
+            message quotes it); a ``fusion_layer`` (``other_fusion_layer``)
+            that is not a feature layer of the ``fuse_into`` (other)
+            stream's backbone; streams that disagree on classes or input
+            size; maps at the two layers whose height or width differ by more
+            than :data:`MAX_FUSION_PADDING`, or where the ``fuse_into``
+            stream's is the smaller one (both shapes named); maps that
+            differ in channels for sum, max, conv and concat fusion; a ``dtype`` (or
             global policy) not in ``PRECISIONS``.
     """
 
@@ -254,6 +287,7 @@ class ConvTwoStreamFusion(TwoStreams, PlainLabels, BuildsFromSpecs, keras.Model)
         rgb_stream: StreamLike,
         flow_stream: StreamLike,
         fusion_layer: Optional[str] = None,
+        other_fusion_layer: Optional[str] = None,
         spatial_fusion: str = "conv",
         temporal_fusion: str = "conv3d_pool3d",
         towers: str = "keep_both",
@@ -309,11 +343,14 @@ class ConvTwoStreamFusion(TwoStreams, PlainLabels, BuildsFromSpecs, keras.Model)
         if None not in names and list(names[0]) != list(names[1]):
             raise ValueError(f"the streams disagree on the class names: rgb {names[0]!r}, flow {names[1]!r}")
         specs = {m: get_backbone(configs[m]["backbone"]) for m in ("rgb", "flow")}
-        fusion_layer = fusion_layer or last_conv_layer(specs[fuse_into].name)
-        for spec in specs.values():
-            spec.check_feature_layer(fusion_layer)
-        num_classes = int(configs["rgb"]["num_classes"])
         other = _OTHER[fuse_into]
+        fusion_layer = specs[fuse_into].check_feature_layer(fusion_layer or last_conv_layer(specs[fuse_into].name))
+        if other_fusion_layer is None:
+            shared = fusion_layer in specs[other].feature_layers
+            other_fusion_layer = fusion_layer if shared else last_conv_layer(specs[other].name)
+        other_fusion_layer = specs[other].check_feature_layer(other_fusion_layer)
+        cut_at = {fuse_into: fusion_layer, other: other_fusion_layer}
+        num_classes = int(configs["rgb"]["num_classes"])
         sources = {"rgb": rgb_stream, "flow": flow_stream}
 
         with precision_scope(policy, warn=False):
@@ -323,18 +360,30 @@ class ConvTwoStreamFusion(TwoStreams, PlainLabels, BuildsFromSpecs, keras.Model)
             }
             trunks = {}
             for m, copy in copies.items():
-                trunks[m] = keras.Model(copy.input, copy.get_layer(fusion_layer).output, name=f"{m}_stream")
+                trunks[m] = keras.Model(copy.input, copy.get_layer(cut_at[m]).output, name=f"{m}_stream")
                 trunks[m].trainable = not freeze_before_fusion
             frames = None if temporal_fusion == "none" else num_snippets
             inputs = {m: keras.Input(shape=(frames,) + tuple(trunks[m].input.shape[2:]), name=m) for m in trunks}
             maps = {m: trunks[m](inputs[m]) for m in trunks}
-            self._check_maps(maps, spatial_fusion, fusion_layer)
+            padding = self._check_maps(maps, spatial_fusion, cut_at, fuse_into)
+            # Sec. 4.1: the smaller map gets rows / columns of zeros at the bottom / right
+            # on the fused path only; its own tower goes on from the unpadded map.
+            to_fuse = {
+                m: layers.ZeroPadding2D(((0, padding[m][0]), (0, padding[m][1])), name=f"{m}_fusion_padding")(x)
+                if any(padding[m]) else x
+                for m, x in maps.items()
+            }
 
             prefix = f"{SPATIOTEMPORAL}_"
             method = "conv3d" if temporal_fusion == "conv3d_pool3d" else spatial_fusion
             fusion_name = f"{prefix}{fusion_layer}_{method}_fusion"
+            own_map = maps[other]  # the kept tower's: never padded
             if temporal_fusion != "none":
-                maps = {m: StackAcrossTime(name=f"{m}_stack")([maps[m], inputs[m]]) for m in maps}
+                to_fuse = {m: StackAcrossTime(name=f"{m}_stack")([to_fuse[m], inputs[m]]) for m in to_fuse}
+                own_map = (
+                    StackAcrossTime(name=f"{other}_tower_stack")([maps[other], inputs[other]])
+                    if any(padding[other]) else to_fuse[other]
+                )
             if temporal_fusion == "conv3d_pool3d":
                 fusion = Conv3DFusion(
                     identity_scales=fusion_identity_scales, init_profile=conv3d_init_profile, name=fusion_name
@@ -343,7 +392,7 @@ class ConvTwoStreamFusion(TwoStreams, PlainLabels, BuildsFromSpecs, keras.Model)
                 fusion = ConvFusion(identity_scales=fusion_identity_scales, name=fusion_name)
             else:
                 fusion = _FUSION_LAYERS[spatial_fusion](name=fusion_name)
-            fused_map = fusion([maps["rgb"], maps["flow"]])
+            fused_map = fusion([to_fuse["rgb"], to_fuse["flow"]])
 
             def tower(x, modality, prefix):
                 spec = specs[modality]
@@ -353,7 +402,7 @@ class ConvTwoStreamFusion(TwoStreams, PlainLabels, BuildsFromSpecs, keras.Model)
                     reference = x
                     x = SegmentFold(name=f"{prefix}fold")(x)
                 if spatial_fusion != "bilinear" or prefix != f"{SPATIOTEMPORAL}_":
-                    x = spec.build_tail(x, fusion_layer, prefix=prefix, frozen_bn=True)
+                    x = spec.build_tail(x, cut_at[modality], prefix=prefix, frozen_bn=True)
                     x = stream_pooling(spec, x, prefix=prefix)
                 rate = configs[modality]["dropout"] if dropout is None else dropout
                 x = layers.Dropout(rate, name=f"{prefix}dropout")(x)
@@ -365,7 +414,7 @@ class ConvTwoStreamFusion(TwoStreams, PlainLabels, BuildsFromSpecs, keras.Model)
 
             outputs = {SPATIOTEMPORAL: tower(fused_map, fuse_into, prefix)}
             if towers == "keep_both":
-                outputs[other] = tower(maps[other], other, f"{other}_")
+                outputs[other] = tower(own_map, other, f"{other}_")
                 outputs["fused"] = layers.Average(dtype="float32", name="fused")(
                     [outputs[SPATIOTEMPORAL], outputs[other]]
                 )
@@ -381,6 +430,7 @@ class ConvTwoStreamFusion(TwoStreams, PlainLabels, BuildsFromSpecs, keras.Model)
         self.rgb_stream_config = configs["rgb"]
         self.flow_stream_config = configs["flow"]
         self.fusion_layer = fusion_layer
+        self.other_fusion_layer = other_fusion_layer
         self.spatial_fusion = spatial_fusion
         self.temporal_fusion = temporal_fusion
         self.towers = towers
@@ -394,18 +444,47 @@ class ConvTwoStreamFusion(TwoStreams, PlainLabels, BuildsFromSpecs, keras.Model)
         self.dropout = dropout
 
     @staticmethod
-    def _check_maps(maps, spatial_fusion: str, fusion_layer: str) -> None:
-        rgb, flow = maps["rgb"].shape, maps["flow"].shape
-        if tuple(rgb[1:3]) != tuple(flow[1:3]):
+    def _check_maps(maps, spatial_fusion: str, cut_at: dict, fuse_into: str) -> dict:
+        """``{modality: (rows, columns)}`` of zeros each stream's map gets at the
+        bottom and right for the fused path (Sec. 4.1), after the checks.
+
+        Raises:
+            ValueError: naming both maps' layers and shapes, when their height
+                or width differ by more than :data:`MAX_FUSION_PADDING`, when
+                the ``fuse_into`` stream's map would be the padded one, or when
+                sum, max, conv and concat fusion get different channels.
+        """
+        shapes = {m: tuple(maps[m].shape[1:]) for m in ("rgb", "flow")}
+        described = " and ".join(f"{m}'s map at {cut_at[m]!r} {shapes[m]}" for m in ("rgb", "flow"))
+        padding = {}
+        for m in ("rgb", "flow"):
+            theirs = shapes[_OTHER[m]]
+            padding[m] = tuple(max(0, int(t) - int(o)) for o, t in zip(shapes[m][:2], theirs[:2]))
+        gap = max(max(p) for p in padding.values())
+        if gap > MAX_FUSION_PADDING:
             raise ValueError(
-                f"the streams' maps at {fusion_layer!r} differ in height and width: rgb {tuple(rgb[1:])}, flow "
-                f"{tuple(flow[1:])} (Sec. 3.2 needs the same spatial size; padding a smaller map is not implemented)"
+                f"the streams' maps differ in height or width by {gap} > {MAX_FUSION_PADDING} pixels: {described}. "
+                f"Fusion needs maps of the same resolution (Sec. 3.2); only a map up to {MAX_FUSION_PADDING} "
+                f"rows / columns smaller is padded with zeros (Sec. 4.1 pads VGG-M's 13x13 ReLU5 to VGG-16's "
+                f"14x14 ReLU5_3): pick layers of the same resolution"
             )
-        if spatial_fusion in ("sum", "max", "conv") and rgb[-1] != flow[-1]:
+        if any(padding[fuse_into]):
             raise ValueError(
-                f"{spatial_fusion} fusion needs the same channels D in both maps at {fusion_layer!r}, got rgb "
-                f"{rgb[-1]} and flow {flow[-1]}"
+                f"the {fuse_into} stream's map, which the fused tower goes on from, is the smaller one: {described}. "
+                f"Only the other stream's map is padded with zeros (Sec. 4.1): the fused tower's layers after "
+                f"{cut_at[fuse_into]!r} take the map size they were trained on. Fuse into the stream with the "
+                f"larger map (fuse_into={_OTHER[fuse_into]!r}) or pick layers of the same resolution"
             )
+        if spatial_fusion in ("sum", "max", "conv") and shapes["rgb"][-1] != shapes["flow"][-1]:
+            raise ValueError(
+                f"{spatial_fusion} fusion needs the same channels D in both maps, got {described}"
+            )
+        if spatial_fusion == "concat" and shapes["rgb"][-1] != shapes["flow"][-1]:
+            raise ValueError(
+                f"concat fusion needs the same channels D in both maps (the fused tower's next layer starts from "
+                f"the stream's, each input channel repeated for the 2D interleaved ones), got {described}"
+            )
+        return padding
 
     # ------------------------------------------------------------------ info
     @classmethod
@@ -518,6 +597,7 @@ class ConvTwoStreamFusion(TwoStreams, PlainLabels, BuildsFromSpecs, keras.Model)
             "rgb_stream": dict(self.rgb_stream_config),
             "flow_stream": dict(self.flow_stream_config),
             "fusion_layer": self.fusion_layer,
+            "other_fusion_layer": self.other_fusion_layer,
             "spatial_fusion": self.spatial_fusion,
             "temporal_fusion": self.temporal_fusion,
             "towers": self.towers,
@@ -538,5 +618,6 @@ class ConvTwoStreamFusion(TwoStreams, PlainLabels, BuildsFromSpecs, keras.Model)
 
 
 __all__ = [
-    "ConvTwoStreamFusion", "SPATIAL_FUSIONS", "SPATIOTEMPORAL", "TEMPORAL_FUSIONS", "TOWERS", "last_conv_layer",
+    "ConvTwoStreamFusion", "MAX_FUSION_PADDING", "SPATIAL_FUSIONS", "SPATIOTEMPORAL", "TEMPORAL_FUSIONS", "TOWERS",
+    "last_conv_layer",
 ]

@@ -150,6 +150,40 @@ class MultiTaskTSN(RecordsBackboneWeights, BuildsFromSpecs, keras.Model):
             metrics = None
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
 
+    def head_stream(self, head: str) -> TSN:
+        """One head as a plain stream: a :class:`~keras_gated_tsn.models.TSN`
+        of this model's backbone, modality, segments, input size, flow length,
+        dropout, partial BN, flow input and dtype policy, scoring ``head``'s
+        classes (with its class names), holding the shared trunk's weights and
+        ``fc-action_<head>`` as its classifier ``fc-action``. Its scores are
+        this model's ``head`` output; it is evaluated, fused and gated like any
+        stream (``gated-tsn evaluate --flow multitask.keras --head ucf101``).
+        Not compiled; ``backbone_weights`` is kept as provenance.
+
+        Raises:
+            ValueError: for a head this model does not have (naming its heads).
+        """
+        if head not in self.heads:
+            raise ValueError(f"{self.name!r} has no head {head!r}; its heads are {list(self.heads)}")
+        names = (self.class_names or {}).get(head)
+        stream = TSN(
+            self.backbone, self.modality, num_classes=self.heads[head], num_segments=self.num_segments,
+            input_size=self.input_size, new_length=self.new_length, dropout=self.dropout,
+            partial_bn=self.partial_bn, class_names=names,
+            flow_input=None if self.modality == "rgb" else self.flow_input,
+            name=f"tsn_{self.modality}_{self.backbone}_k{self.num_segments}_{head}", dtype=self.precision,
+        )
+        stream.backbone_weights = self.backbone_weights
+        mine = {layer.name: layer for layer in self.layers if layer.weights}
+        for layer in stream.layers:
+            if not layer.weights:
+                continue
+            source = mine.get(f"{CLASSIFIER}_{head}" if layer.name == CLASSIFIER else layer.name)
+            if source is None:  # the two are built by the same code: a bug, not bad input
+                raise RuntimeError(f"layer {layer.name!r} of the stream has no namesake in {self.name!r}")
+            layer.set_weights(source.get_weights())
+        return stream
+
     def get_config(self):
         return {
             "name": self.name,

@@ -302,8 +302,9 @@ StreamLike = Union[TSN, dict]
 def flow_input_of(model) -> Optional[FlowInput]:
     """The flow input configuration a model's flow pipelines must build: a flow
     :class:`TSN`'s own, a gated model's flow stream's (from its config), None
-    for anything without a flow stream or with plain optical flow stacking."""
-    if isinstance(model, TSN):
+    for anything without a flow stream or with plain optical flow stacking (a
+    multi-task stream's own too)."""
+    if isinstance(model, TSN) or hasattr(model, "flow_input"):
         flow_input = model.flow_input
     else:
         config = getattr(model, "flow_stream_config", None)

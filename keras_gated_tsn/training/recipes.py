@@ -46,6 +46,12 @@ class StageRecipe:
         iter_size: gradient accumulation steps (Caffe ``iter_size``); the
             effective batch is ``batch_size * iter_size``.
         gating_loss_weight: λ of eq. (4) (gated stages only).
+        weight_decay: L2 decay on kernels added to the gradient.
+        clip_gradients: global gradient-norm clip, or None.
+        bias_lr_multiplier: learning-rate factor of the biases.
+        lr_scale: factor from the stated learning rate to the one applied
+            (PyTorch's SGD dampening d: 1 - d; see
+            :func:`keras_gated_tsn.models.gcf_net.paper_optimizer`).
     """
 
     learning_rate: float
@@ -53,6 +59,10 @@ class StageRecipe:
     batch_size: int
     iter_size: int = 1
     gating_loss_weight: Optional[float] = None
+    weight_decay: float = WEIGHT_DECAY
+    clip_gradients: Optional[float] = CLIP_GRADIENTS
+    bias_lr_multiplier: float = BIAS_LR_MULTIPLIER
+    lr_scale: float = 1.0
 
 
 #: Per stage: streams with TSN's learning rates (RGB 1e-3, flow 5e-3, each
@@ -66,18 +76,44 @@ STAGE_RECIPES = {
                         gating_loss_weight=0.0),
     "joint": StageRecipe(learning_rate=1e-3, min_learning_rate=1e-4, batch_size=4, iter_size=32,
                          gating_loss_weight=1.0),
+    # Convolutional two-stream fusion (Feichtenhofer et al. 2016, Sec. 3.5):
+    # "finetuned with a batch size of 96 and a learning rate starting from
+    # 1e-3 which is reduced by a factor of 10 as soon as the validation
+    # accuracy saturates".
+    "conv-fusion": StageRecipe(learning_rate=1e-3, min_learning_rate=1e-5, batch_size=96),
+    # GCF-Net (Hsiao et al. 2020, Sec. 3.3): SGD with momentum 0.9, dampening
+    # 0.9, weight decay 1e-3, mini-batch 128; "for fine-tuning, we start with a
+    # learning rate of 0.01", reduced by 10 on plateau (3 times from scratch).
+    # PyTorch's SGD: no bias multiplier, no clipping.
+    "gcf": StageRecipe(learning_rate=1e-2, min_learning_rate=1e-5, batch_size=128, weight_decay=1e-3,
+                       clip_gradients=None, bias_lr_multiplier=1.0, lr_scale=0.1),
+    # The two-stream ConvNets' multi-task stream (Sec. 4), trained as the
+    # zoo's TSN streams: the flow stream's recipe (an RGB one takes the rgb
+    # stage's, see :func:`stage_recipe`).
+    "multitask": StageRecipe(learning_rate=5e-3, min_learning_rate=5e-5, batch_size=32),
 }
 STAGES = tuple(STAGE_RECIPES)
+#: The stages of Algorithm 1 (the gated TSN), in order.
+ALGORITHM1_STAGES = ("rgb", "flow", "gate", "joint")
+#: The stages of the other systems of the papers.
+OTHER_STAGES = tuple(stage for stage in STAGES if stage not in ALGORITHM1_STAGES)
 
 
-def stage_recipe(stage: str) -> StageRecipe:
-    """The :class:`StageRecipe` of ``stage`` (``rgb``, ``flow``, ``gate``, ``joint``).
+def stage_recipe(stage: str, modality: Optional[str] = None) -> StageRecipe:
+    """The :class:`StageRecipe` of ``stage`` (one of :data:`STAGES`).
+
+    Args:
+        stage: the stage.
+        modality: for ``"multitask"``, the stream's modality: ``"rgb"`` takes
+            the rgb stage's recipe, ``"flow"`` (or None) the flow stage's.
 
     Raises:
         ValueError: for another stage.
     """
     if stage not in STAGE_RECIPES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+    if stage == "multitask" and modality == "rgb":
+        return STAGE_RECIPES["rgb"]
     return STAGE_RECIPES[stage]
 
 

@@ -15,7 +15,7 @@ import dataclasses
 import os
 from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
-from keras_gated_tsn.training.recipes import STAGES
+from keras_gated_tsn.training.recipes import ALGORITHM1_STAGES as STAGES
 
 #: What each stage is, for the log.
 STAGE_TITLES = {
@@ -108,7 +108,7 @@ def run_algorithm1(
 
     unknown = [stage for stage in stages if stage not in STAGES]
     if unknown:
-        raise ValueError(f"unknown stages {unknown}; the stages are {STAGES}")
+        raise ValueError(f"unknown stages {unknown}; the stages of Algorithm 1 are {STAGES}")
     stage_options = dict(stage_options or {})
     out_dir = os.path.abspath(out_dir)
     models_dir = os.path.join(out_dir, "models")

@@ -27,11 +27,14 @@ from typing import Callable, Dict, List, Optional
 import keras
 
 from keras_gated_tsn.atomic import save_atomically
-from keras_gated_tsn.backbones import backbone_names
+from keras_gated_tsn.backbones import CLIP_BACKBONES, backbone_names
 from keras_gated_tsn.data.flow_stacking import STACKINGS, FlowInput
 from keras_gated_tsn.data.layout import SETTINGS_FILE
 from keras_gated_tsn.models.common import check_int, check_ratio
+from keras_gated_tsn.models.conv_fusion import SPATIAL_FUSIONS, TEMPORAL_FUSIONS, TOWERS
 from keras_gated_tsn.models.gated_tsn import FEATURE_FUSIONS, FUSION_INITIALIZERS, GATE_ACTIVATIONS
+from keras_gated_tsn.models.gcf_net import FUSIONS as GCF_FUSIONS
+from keras_gated_tsn.models.gcf_net import SPARSITY_WEIGHT
 from keras_gated_tsn.precision import PRECISIONS
 from keras_gated_tsn.training import recipes
 from keras_gated_tsn.training.distribute import STRATEGIES
@@ -42,12 +45,27 @@ GATED_MONITOR = "val_fused_accuracy"
 
 
 def _option(default, help: str, *, flag: Optional[str] = None, group: str = "general", aliases=(),
-            **argparse_kwargs):
-    """A :class:`StageConfig` field with its command-line flag (and aliases) in the metadata."""
+            stages: Optional[tuple] = None, **argparse_kwargs):
+    """A :class:`StageConfig` field with its command-line flag (and aliases) in
+    the metadata, and the stages it applies to (None: every stage; another
+    stage given a value other than the default is refused)."""
     return dataclasses.field(
         default=default,
-        metadata={"help": help, "flag": flag, "aliases": tuple(aliases), "group": group, "argparse": argparse_kwargs},
+        metadata={"help": help, "flag": flag, "aliases": tuple(aliases), "group": group, "stages": stages,
+                  "argparse": argparse_kwargs},
     )
+
+
+#: Option groups of the other systems' stages.
+CONV_FUSION_GROUP = "convolutional two-stream fusion (--stage conv-fusion)"
+GCF_GROUP = "GCF-Net (--stage gcf)"
+MULTITASK_GROUP = "multi-task stream (--stage multitask)"
+#: The backbone of a new model when --backbone is not given.
+DEFAULT_BACKBONE = {"gcf": "resnext3d_101"}
+STREAM_BACKBONE = "bn_inception"
+#: The crop side when --input-size is not given (GCF-Net: 112, Sec. 3.3).
+DEFAULT_INPUT_SIZE = {"gcf": 112}
+STREAM_INPUT_SIZE = 224
 
 
 @dataclasses.dataclass
@@ -60,8 +78,9 @@ class StageConfig:
     command-line flag and help text.
     """
 
-    stage: str = _option(None, "the stage of Algorithm 1", flag="--stage", required=True,
-                         choices=recipes.STAGES)
+    stage: str = _option(
+        None, "what to train: a stage of Algorithm 1 (rgb, flow, gate, joint) or another system of the papers "
+        "(conv-fusion, gcf, multitask)", flag="--stage", required=True, choices=recipes.STAGES)
     data_dir: str = _option(None, "prepared dataset folder (frames/, classes.txt, lists)", flag="--data",
                             required=True)
     out: str = _option(None, "the model to write, .keras (best validation epoch)", flag="--out", required=True)
@@ -79,7 +98,8 @@ class StageConfig:
         "4 x 32 = 128 videos per update as the authors' solver)", flag="--iter-size", type=int)
     num_segments: int = _option(3, "K segments per video (default 3; 1 = the original two-stream net)",
                                 flag="--segments", type=int)
-    input_size: int = _option(224, "crop side in pixels (default 224)", flag="--input-size", type=int)
+    input_size: Optional[int] = _option(
+        None, "crop side in pixels (default 224; gcf 112; conv-fusion: the streams')", flag="--input-size", type=int)
     new_length: int = _option(5, "stacked flow frames per snippet, L (default 5)", flag="--new-length", type=int)
     learning_rate: Optional[float] = _option(
         None, "initial learning rate (default: 1e-3 rgb, 5e-3 flow (TSN's), 1e-3 gate/joint)", flag="--lr",
@@ -91,27 +111,31 @@ class StageConfig:
                             flag="--patience", type=int)
     lr_patience: int = _option(4, "epochs without improvement before lr / 10 (default 4)", flag="--lr-patience",
                                type=int)
-    weight_decay: float = _option(recipes.WEIGHT_DECAY, "Caffe L2 weight decay on kernels (default 5e-4)",
-                                  flag="--weight-decay", type=float)
+    weight_decay: Optional[float] = _option(
+        None, "Caffe L2 weight decay on kernels (default 5e-4; gcf 1e-3, the GCF-Net paper's)",
+        flag="--weight-decay", type=float)
     clip_gradients: Optional[float] = _option(
-        recipes.CLIP_GRADIENTS, "global gradient L2 norm clip, Caffe's clip_gradients (default 40)",
-        flag="--clip-gradients", type=float)
+        None, "global gradient L2 norm clip, Caffe's clip_gradients (default 40; gcf: none, as the GCF-Net "
+        "paper); 0 turns it off", flag="--clip-gradients", type=float)
     seed: Optional[int] = _option(
         None, "seed of the initial weights, data order, sampling, augmentation and dropout (default: drawn, "
         "and kept in the training state so a resumed run goes on with it)", flag="--seed", type=int)
-    backbone: str = _option("bn_inception", "backbone of a new stream (default bn_inception)",
-                            flag="--backbone", group="streams (--stage rgb / flow)",
-                            choices=backbone_names())
+    backbone: Optional[str] = _option(
+        None, "backbone of a new stream (default bn_inception) or GCF-Net (a 3D clip backbone, default "
+        "resnext3d_101, or a 2D one run per frame)", flag="--backbone", group="streams (--stage rgb / flow)",
+        choices=tuple(backbone_names()) + tuple(CLIP_BACKBONES))
     backbone_weights: Optional[str] = _option(
-        None, "'imagenet' or a backbone weights file to start a stream from (see weights/README.md)",
-        flag="--backbone-weights", group="streams (--stage rgb / flow)")
+        None, "'imagenet' or a backbone weights file to start a stream, a multi-task stream or GCF-Net from "
+        "(see weights/README.md)", flag="--backbone-weights", group="streams (--stage rgb / flow)")
     partial_bn: bool = _option(True, "train every BN layer of a stream (TSN's partial BN is the default)",
                                flag="--no-partial-bn", group="streams (--stage rgb / flow)", action="store_false")
     dropout: Optional[float] = _option(
-        None, "dropout before a stream's classifier (default: the backbone's, 0.8 rgb / 0.7 flow for BN-Inception)",
-        flag="--dropout", group="streams (--stage rgb / flow)", type=float)
+        None, "dropout before a stream's classifier (default: the backbone's, 0.8 rgb / 0.7 flow for "
+        "BN-Inception; conv-fusion: the streams'; gcf 0)", flag="--dropout", group="streams (--stage rgb / flow)",
+        type=float)
     init_from: Optional[str] = _option(
-        None, "a .keras stream to start from (an RGB stream into a flow stream: cross-modality conv1)",
+        None, "a .keras model to start from: a stream (an RGB stream into a flow stream: cross-modality conv1); "
+        "for gcf a GCF-Net, a TSN stream or a saved clip backbone (by layer name)",
         flag="--init-from", group="streams (--stage rgb / flow)")
     flow_stacking: str = _option(
         "optical_flow", "a flow stream's input volume (two-stream ConvNets Sec. 3.1): optical_flow (eq. 1, TSN's, "
@@ -124,16 +148,17 @@ class StageConfig:
     mean_subtraction: bool = _option(
         False, "subtract each flow field's mean vector (camera-motion compensation)", flag="--mean-subtraction",
         group="streams (--stage rgb / flow)", action="store_true")
-    rgb: Optional[str] = _option(None, "the trained RGB stream, .keras (stage gate)", flag="--rgb",
+    rgb: Optional[str] = _option(None, "the trained RGB stream, .keras (stages gate, conv-fusion)", flag="--rgb",
                                  group="gate (--stage gate / joint)")
-    flow: Optional[str] = _option(None, "the trained flow stream, .keras (stage gate)", flag="--flow",
+    flow: Optional[str] = _option(None, "the trained flow stream, .keras (stages gate, conv-fusion)", flag="--flow",
                                   group="gate (--stage gate / joint)")
     gate_model: Optional[str] = _option(
         None, "the stage-2 gated .keras the joint stage goes on from (--resume is its old name)", flag="--gate",
         aliases=("--resume",), group="gate (--stage gate / joint)")
     fusion_layer: Optional[str] = _option(
-        None, "feature layer to fuse (default: the backbone's: inception_4e_output / conv4 / block5_conv2)",
-        flag="--fusion-layer", group="gate (--stage gate / joint)")
+        None, "feature layer to fuse (default: the backbone's: inception_4e_output / conv4 / block5_conv2; "
+        "conv-fusion: the last conv layer's ReLU, Sec. 3.4)", flag="--fusion-layer",
+        group="gate (--stage gate / joint)")
     feature_fusion: Optional[str] = _option(
         None, "conv (paper, default), concat (channels, eq. 8) or concat_height (the authors' concatenation network)",
         flag="--feature-fusion", group="gate (--stage gate / joint)", choices=FEATURE_FUSIONS)
@@ -155,6 +180,59 @@ class StageConfig:
     gating_loss_weight: Optional[float] = _option(
         None, "lambda of eq. (4) (default 0 gate, 1 joint)", flag="--lam", group="gate (--stage gate / joint)",
         type=float)
+    spatial_fusion: Optional[str] = _option(
+        None, "how the two maps are fused in space (Sec. 3.1): sum, max, concat, conv (default: concatenation "
+        "and a 1x1 conv initialised as the sum) or bilinear", flag="--spatial-fusion", group=CONV_FUSION_GROUP,
+        stages=("conv-fusion",), choices=SPATIAL_FUSIONS)
+    temporal_fusion: Optional[str] = _option(
+        None, "how the T snippets are fused in time (Sec. 3.3): none (scores averaged), pool3d or conv3d_pool3d "
+        "(3x3x3 conv + 3D pooling, default, the paper's best)", flag="--temporal-fusion", group=CONV_FUSION_GROUP,
+        stages=("conv-fusion",), choices=TEMPORAL_FUSIONS)
+    towers: Optional[str] = _option(
+        None, "keep_both (default: the other tower goes on too, a loss on each, predictions averaged, Fig. 4) "
+        "or truncate (Fig. 2 left)", flag="--towers", group=CONV_FUSION_GROUP, stages=("conv-fusion",),
+        choices=TOWERS)
+    fuse_into: str = _option(
+        "rgb", "the stream whose tower goes on from the fused map (default rgb, the paper's)", flag="--fuse-into",
+        group=CONV_FUSION_GROUP, stages=("conv-fusion",), choices=("rgb", "flow"))
+    num_snippets: int = _option(
+        5, "T snippets per video, tau frames apart (default 5, Sec. 3.5)", flag="--snippets",
+        group=CONV_FUSION_GROUP, stages=("conv-fusion",), type=int)
+    snippet_stride: tuple = _option(
+        (1, 10), "the range tau is drawn from per training video (default 1 10, Sec. 3.5); validation takes the "
+        "largest that fits", flag="--snippet-stride", group=CONV_FUSION_GROUP, stages=("conv-fusion",), type=int,
+        nargs=2)
+    other_fusion_layer: Optional[str] = _option(
+        None, "the layer of the stream not fused into, when its backbone differs (default: --fusion-layer if "
+        "both have it, else its last conv layer; a map up to 2 px smaller is zero-padded, Sec. 4.1's VGG-16 + "
+        "VGG-M pair)", flag="--other-fusion-layer", group=CONV_FUSION_GROUP, stages=("conv-fusion",))
+    train_streams: bool = _option(
+        False, "also train the streams' layers before the fusion layer (the paper propagates back only to the "
+        "fusion layer)", flag="--train-streams", group=CONV_FUSION_GROUP, stages=("conv-fusion",),
+        action="store_true")
+    clip_fusion: str = _option(
+        "gcf", "the video-level head: gcf (inter-clip fusion + gated clip-wise attention, default), inter_clip, "
+        "attention (Table 2's ablations), d_clips or c_clip (Table 1's baselines)", flag="--clip-fusion",
+        group=GCF_GROUP, stages=("gcf",), choices=GCF_FUSIONS)
+    num_clips: int = _option(10, "C clips per video (default 10)", flag="--clips", group=GCF_GROUP,
+                             stages=("gcf",), type=int)
+    clip_length: int = _option(16, "T frames per clip (default 16)", flag="--clip-length", group=GCF_GROUP,
+                               stages=("gcf",), type=int)
+    descriptor_dim: int = _option(1024, "D, the fused descriptors' dimension (default 1024)",
+                                  flag="--descriptor-dim", group=GCF_GROUP, stages=("gcf",), type=int)
+    sparsity_weight: float = _option(
+        SPARSITY_WEIGHT, f"lambda of eq. (9), the attention's L1 sparsity loss (default {SPARSITY_WEIGHT:g}; the "
+        "paper gives none)", flag="--sparsity-weight", group=GCF_GROUP, stages=("gcf",), type=float)
+    freeze_backbone: bool = _option(
+        False, "train the head only (the paper's UCF-101 fine-tuning of a Kinetics model)",
+        flag="--freeze-backbone", group=GCF_GROUP, stages=("gcf",), action="store_true")
+    modality: str = _option(
+        "flow", "the multi-task stream's modality (default flow: the two-stream ConvNets' temporal net)",
+        flag="--modality", group=MULTITASK_GROUP, stages=("multitask",), choices=("rgb", "flow"))
+    also_data: Optional[list] = _option(
+        None, "another prepared dataset, one head each (repeat the option; the heads are named after the folders, "
+        "--data's first: its validation accuracy chooses the best epoch)", flag="--also-data",
+        group=MULTITASK_GROUP, stages=("multitask",), action="append")
     precision: str = _option(
         "float32", "float32, mixed_float16 (GPUs: float16 compute, loss scaling) or mixed_bfloat16 (GPUs and "
         "CPUs with AMX / AVX512-BF16); scores, fusion weights, losses and BN statistics stay float32",
@@ -184,7 +262,7 @@ class StageConfig:
         Raises:
             ValueError: for an unknown stage or a value out of range (quoted).
         """
-        base = recipes.stage_recipe(self.stage)
+        base = recipes.stage_recipe(self.stage, self.modality)
         learning_rate = base.learning_rate if self.learning_rate is None else self.learning_rate
         # The schedule's floor keeps the recipe's ratio to the learning rate actually used.
         min_learning_rate = (
@@ -201,14 +279,20 @@ class StageConfig:
                     ("batch_size", self.batch_size),
                     ("iter_size", self.iter_size),
                     ("gating_loss_weight", self.gating_loss_weight),
+                    ("weight_decay", self.weight_decay),
+                    # 0: no clipping (None is the recipe's).
+                    ("clip_gradients", None if self.clip_gradients is None else (self.clip_gradients or None)),
                 )
-                if value is not None
+                if value is not None or (name == "clip_gradients" and self.clip_gradients == 0)
             },
         )
         for name in ("batch_size", "iter_size"):
             check_int(name, getattr(recipe, name), 1)
-        for name in ("epochs", "num_segments", "input_size", "new_length"):
+        for name in ("epochs", "num_segments", "new_length", "num_snippets", "num_clips", "clip_length",
+                     "descriptor_dim"):
             check_int(name, getattr(self, name), 1)
+        if self.input_size is not None:
+            check_int("input_size", self.input_size, 1)
         for name in ("patience", "lr_patience"):
             check_int(name, getattr(self, name), 0)
         if not recipe.learning_rate > 0 or not recipe.min_learning_rate > 0:
@@ -220,10 +304,16 @@ class StageConfig:
                 f"the lowest learning rate ({recipe.min_learning_rate!r}) is above the initial one "
                 f"({recipe.learning_rate!r})"
             )
-        if not self.weight_decay >= 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
-        if self.clip_gradients is not None and not self.clip_gradients > 0:
-            raise ValueError(f"clip_gradients must be > 0 (or None: no clipping), got {self.clip_gradients!r}")
+        if not recipe.weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {recipe.weight_decay!r}")
+        if self.clip_gradients is not None and not self.clip_gradients >= 0:
+            raise ValueError(f"clip_gradients must be > 0 (0: no clipping; None: the stage's), got "
+                             f"{self.clip_gradients!r}")
+        if not self.sparsity_weight >= 0:
+            raise ValueError(f"the sparsity loss weight lambda must be >= 0, got {self.sparsity_weight!r}")
+        from keras_gated_tsn.data.sampling import check_stride_range
+
+        check_stride_range(tuple(self.snippet_stride))
         for name in ("dropout", "gate_dropout"):
             if getattr(self, name) is not None:
                 check_ratio(name, getattr(self, name))
@@ -240,14 +330,22 @@ class StageConfig:
         return recipe
 
     def _check_stage_inputs(self) -> None:
-        """Refuses the inputs of one stage given to another (they would be ignored)."""
-        inputs = {"gate": ("rgb", "flow"), "joint": ("gate_model",)}
+        """Refuses the inputs and options of one stage given to another (they would be ignored)."""
+        inputs = {"gate": ("rgb", "flow"), "joint": ("gate_model",), "conv-fusion": ("rgb", "flow")}
         flags = {"rgb": "--rgb", "flow": "--flow", "gate_model": "--gate (--resume)", "init_from": "--init-from",
                  "backbone_weights": "--backbone-weights"}
         wrong = [name for name in ("rgb", "flow", "gate_model") if getattr(self, name)
                  and name not in inputs.get(self.stage, ())]
-        if self.stage in ("gate", "joint"):
-            wrong += [name for name in ("init_from", "backbone_weights") if getattr(self, name)]
+        if self.stage in ("gate", "joint", "conv-fusion", "multitask"):
+            wrong += [name for name in ("init_from", "backbone_weights") if getattr(self, name)
+                      and not (self.stage == "multitask" and name == "backbone_weights")]
+        for field in dataclasses.fields(self):
+            stages = field.metadata.get("stages")
+            value = getattr(self, field.name)
+            value = tuple(value) if isinstance(value, list) and isinstance(field.default, tuple) else value
+            if stages and self.stage not in stages and value != field.default and value not in (None, [], ()):
+                flags[field.name] = field.metadata["flag"]
+                wrong.append(field.name)
         if wrong:
             hint = (" (a killed run resumes by itself: start the same command again)"
                     if "gate_model" in wrong else "")
@@ -318,32 +416,97 @@ def _flow_bound(data_dir: Optional[str]) -> float:
     return DEFAULT_BOUND
 
 
-def build_stage_model(config: StageConfig, num_classes: int, class_names=None) -> keras.Model:
+def _backbone(config: StageConfig) -> str:
+    return config.backbone or DEFAULT_BACKBONE.get(config.stage, STREAM_BACKBONE)
+
+
+def _input_size(config: StageConfig) -> int:
+    return config.input_size or DEFAULT_INPUT_SIZE.get(config.stage, STREAM_INPUT_SIZE)
+
+
+def _check_same_classes(model, num_classes: int, class_names, what: str = "the streams") -> None:
+    if model.num_classes != num_classes:
+        raise ValueError(f"{what} score {model.num_classes} classes but the dataset has {num_classes}")
+    if class_names is not None and model.class_names is not None and model.class_names != list(class_names):
+        difference = next(i for i, (a, b) in enumerate(zip(model.class_names, class_names)) if a != b)
+        raise ValueError(
+            f"{what} were trained on other classes: class {difference} is {model.class_names[difference]!r} "
+            f"for them, {class_names[difference]!r} in the dataset's classes.txt"
+        )
+
+
+def build_stage_model(config: StageConfig, num_classes: int, class_names=None, *, heads=None) -> keras.Model:
     """The model a stage trains, compiled (new, initialised or resumed).
 
     ``class_names`` (the dataset's ``classes.txt``) go into a new stream's
     config; a gate's streams must have been trained on the same names when
     they know theirs.
 
+    Args:
+        config: the stage's options.
+        num_classes: classes of the dataset (``--data``).
+        class_names: their names, or None.
+        heads: ``--stage multitask``: ``{head: class names}`` of every
+            dataset, in order (``--data``'s first).
+
     Raises:
         ValueError, FileNotFoundError: for a missing or wrong input model, or
             streams trained on other classes.
     """
-    from keras_gated_tsn.models import TSN, GatedTSN
+    from keras_gated_tsn.models import TSN, ConvTwoStreamFusion, GatedTSN, GCFNet, MultiTaskTSN
 
     recipe = config.recipe()
     optimizer = recipes.make_optimizer(
-        recipe.learning_rate, weight_decay=config.weight_decay, clip_gradients=config.clip_gradients,
-        iter_size=recipe.iter_size,
+        recipe.learning_rate * recipe.lr_scale, weight_decay=recipe.weight_decay,
+        clip_gradients=recipe.clip_gradients, iter_size=recipe.iter_size,
+        bias_lr_multiplier=recipe.bias_lr_multiplier,
     )
+    flow_input = FlowInput(config.flow_stacking, config.bidirectional, config.mean_subtraction,
+                           bound=_flow_bound(config.data_dir))
+    if config.stage == "multitask":
+        if config.modality == "rgb" and not flow_input.is_plain:
+            raise ValueError("--flow-stacking, --bidirectional and --mean-subtraction configure a flow stream, "
+                             "not an rgb one (--modality rgb)")
+        model = MultiTaskTSN(
+            _backbone(config), config.modality, {head: len(names) for head, names in heads.items()},
+            config.num_segments, _input_size(config), config.new_length, dropout=config.dropout,
+            partial_bn=config.partial_bn, backbone_weights=config.backbone_weights,
+            class_names={head: list(names) for head, names in heads.items()},
+            flow_input=None if config.modality == "rgb" else flow_input,
+        )
+        model.compile(optimizer=optimizer, jit_compile=config.jit_compile)
+        return model
+    if config.stage == "gcf":
+        model = GCFNet(
+            _backbone(config), num_classes, config.num_clips, config.clip_length, _input_size(config),
+            fusion=config.clip_fusion, descriptor_dim=config.descriptor_dim,
+            dropout=0.0 if config.dropout is None else config.dropout, freeze_backbone=config.freeze_backbone,
+            backbone_weights=config.backbone_weights, class_names=class_names,
+        )
+        if config.init_from:
+            model.init_from(load_model(_require_file(config.init_from, "--init-from")))
+        model.compile(optimizer=optimizer, sparsity_weight=config.sparsity_weight, jit_compile=config.jit_compile)
+        return model
+    if config.stage == "conv-fusion":
+        rgb = load_model(_require_file(config.rgb, "--rgb (the trained RGB stream)"), TSN)
+        flow = load_model(_require_file(config.flow, "--flow (the trained flow stream)"), TSN)
+        options = {"fusion_layer": config.fusion_layer, "other_fusion_layer": config.other_fusion_layer,
+                   "spatial_fusion": config.spatial_fusion,
+                   "temporal_fusion": config.temporal_fusion, "towers": config.towers, "dropout": config.dropout}
+        model = ConvTwoStreamFusion(
+            rgb, flow, fuse_into=config.fuse_into, num_snippets=config.num_snippets,
+            snippet_stride=int(config.snippet_stride[1]), freeze_before_fusion=not config.train_streams,
+            **{name: value for name, value in options.items() if value is not None},  # else the model's default
+        )
+        _check_same_classes(model, num_classes, class_names)
+        model.compile(optimizer=optimizer, jit_compile=config.jit_compile)
+        return model
     if config.stage in ("rgb", "flow"):
-        flow_input = FlowInput(config.flow_stacking, config.bidirectional, config.mean_subtraction,
-                               bound=_flow_bound(config.data_dir))
         if config.stage == "rgb" and not flow_input.is_plain:
             raise ValueError("--flow-stacking, --bidirectional and --mean-subtraction configure a flow stream "
                              "(--stage flow), not the rgb stream")
         model = TSN(
-            config.backbone, config.stage, num_classes, config.num_segments, config.input_size,
+            _backbone(config), config.stage, num_classes, config.num_segments, _input_size(config),
             config.new_length, dropout=config.dropout, partial_bn=config.partial_bn,
             backbone_weights=config.backbone_weights, class_names=class_names,
             flow_input=None if config.stage == "rgb" else flow_input,
@@ -370,14 +533,7 @@ def build_stage_model(config: StageConfig, num_classes: int, class_names=None) -
             from keras_gated_tsn.models.common import with_precision
 
             model = with_precision(model, config.precision)
-    if model.num_classes != num_classes:
-        raise ValueError(f"the streams score {model.num_classes} classes but the dataset has {num_classes}")
-    if class_names is not None and model.class_names is not None and model.class_names != list(class_names):
-        difference = next(i for i, (a, b) in enumerate(zip(model.class_names, class_names)) if a != b)
-        raise ValueError(
-            f"the streams were trained on other classes: class {difference} is {model.class_names[difference]!r} "
-            f"for them, {class_names[difference]!r} in the dataset's classes.txt"
-        )
+    _check_same_classes(model, num_classes, class_names)
     model.compile(optimizer=optimizer, gating_loss_weight=recipe.gating_loss_weight, jit_compile=config.jit_compile)
     return model
 
@@ -410,7 +566,9 @@ class StageResult:
 
 #: StageConfig fields a resumed run must share with the run that wrote the state.
 _MUST_MATCH = ("stage", "batch_size", "iter_size", "num_segments", "input_size", "new_length", "backbone",
-               "seed", "train_list", "workers", "precision", "feature_fusion", "fusion_layer")
+               "seed", "train_list", "workers", "precision", "feature_fusion", "fusion_layer", "spatial_fusion",
+               "temporal_fusion", "other_fusion_layer", "num_snippets", "snippet_stride", "clip_fusion",
+               "num_clips", "clip_length", "modality", "also_data")
 
 
 def _batch_norms(model: keras.Model) -> List[keras.layers.BatchNormalization]:
@@ -427,6 +585,120 @@ def _batch_norms(model: keras.Model) -> List[keras.layers.BatchNormalization]:
 def checkpoint_folder(out: str) -> str:
     """The folder of a stage's training state: ``<out without .keras>.ckpt``."""
     return str(out)[: -len(".keras")] + ".ckpt"
+
+
+@dataclasses.dataclass
+class _StageDataset:
+    """One dataset a stage trains on: ``--data`` (and, for ``--stage
+    multitask``, each ``--also-data``), its head name, lists and frames."""
+
+    head: str
+    data_dir: str
+    class_names: List[str]
+    train_list: str
+    train_records: list
+    val_list: Optional[str]
+    val_records: list
+    frames_root: str
+    templates: dict
+
+
+def head_name(data_dir: str) -> str:
+    """The name of a multi-task head for a dataset folder: the folder's name as
+    a lower-case identifier (``UCF-101/`` -> ``ucf_101``; a leading digit gets
+    ``d_``)."""
+    import re
+
+    name = re.sub(r"\W+", "_", os.path.basename(os.path.normpath(os.path.abspath(data_dir)))).strip("_").lower()
+    return name if name and not name[0].isdigit() else f"d_{name}"
+
+
+def _stage_datasets(config: StageConfig) -> List[_StageDataset]:
+    """``--data``'s lists (``--train-list`` / ``--val-list`` or its own) and,
+    for a multi-task stage, those of every ``--also-data``."""
+    from keras_gated_tsn.data.layout import CLASSES_FILE, frames_source, list_file, read_layout
+    from keras_gated_tsn.data.lists import read_class_names, read_list_file
+
+    folders = [config.data_dir, *(config.also_data or ())] if config.stage == "multitask" else [config.data_dir]
+    heads = [head_name(folder) for folder in folders]
+    repeated = sorted({head for head in heads if heads.count(head) > 1})
+    if repeated:
+        raise ValueError(f"two datasets would give the head {repeated[0]!r}: each --data / --also-data folder "
+                         f"needs its own name ({folders})")
+    out = []
+    for index, (head, folder) in enumerate(zip(heads, folders)):
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"dataset: no such folder {folder!r}")
+        class_names = read_class_names(_require_file(os.path.join(folder, CLASSES_FILE), CLASSES_FILE))
+        own = index == 0
+        train_list = _require_file((config.train_list if own else None) or os.path.join(folder, list_file("train")),
+                                   "training list")
+        val_list = (config.val_list if own else None) or os.path.join(folder, list_file("val"))
+        if not os.path.isfile(val_list):
+            if own and config.val_list:
+                raise FileNotFoundError(f"validation list: no such file {val_list!r}")
+            val_list = None
+        out.append(_StageDataset(
+            head, folder, class_names, train_list, read_list_file(train_list), val_list,
+            read_list_file(val_list) if val_list else [], frames_source(folder),
+            read_layout(folder).pipeline_templates(),  # other tools' frame names, from DATA/prepare.json
+        ))
+    return out
+
+
+def _frames_modality(config: StageConfig) -> str:
+    """The frames a stage reads: ``rgb``, ``flow`` or ``rgb+flow``."""
+    if config.stage in ("gate", "joint", "conv-fusion"):
+        return "rgb+flow"
+    if config.stage == "gcf":
+        return "rgb"
+    if config.stage == "multitask":
+        return config.modality
+    return config.stage
+
+
+def _stage_monitor(config: StageConfig, head: str) -> str:
+    """The validation metric that chooses a stage's best epoch (Keras' name for it)."""
+    if config.stage in ("gate", "joint", "conv-fusion"):
+        return GATED_MONITOR  # the fused prediction's accuracy
+    if config.stage == "gcf":
+        return "val_scores_accuracy"
+    if config.stage == "multitask":
+        return f"val_{head}_accuracy"  # --data's head, on its own videos (a weighted metric)
+    return STREAM_MONITOR
+
+
+def _model_batches(model, config: StageConfig, records, dataset: _StageDataset, batch_size: int, *,
+                   training: bool, **positioned):
+    """The batches of ``records`` in the model's input layout: TSN snippets
+    (streams, gate, multi-task), T strided snippets (conv fusion) or C clips
+    of T frames (GCF-Net); ``positioned``: seed, repeat, start and shard."""
+    from keras_gated_tsn.data import pipeline
+    from keras_gated_tsn.models.tsn import flow_input_of
+
+    if config.stage == "gcf":
+        from keras_gated_tsn.data.clips import make_clip_dataset
+
+        return make_clip_dataset(
+            records, dataset.frames_root, num_clips=model.num_clips, clip_length=model.clip_length,
+            input_size=model.input_size, batch_size=batch_size, training=training,
+            rgb_template=dataset.templates["rgb_template"], **positioned,
+        )
+    modality = _frames_modality(config)
+    if modality == "rgb+flow":  # the gated and conv-fusion models' flow stacks
+        new_length = model.new_length
+    elif config.stage == "multitask":
+        new_length = 1 if modality == "rgb" else model.new_length
+    else:
+        new_length = model.snippet_length
+    num_segments = model.num_snippets if config.stage == "conv-fusion" else config.num_segments
+    return pipeline.make_dataset(
+        records, dataset.frames_root, modality, num_segments=num_segments, new_length=new_length,
+        input_size=model.input_size, batch_size=batch_size, training=training,
+        augment_on=config.augment_on if training else "host", flow_input=flow_input_of(model),
+        snippet_stride=tuple(config.snippet_stride) if config.stage == "conv-fusion" else None,
+        **positioned, **dataset.templates,
+    )
 
 
 def run_stage(config: StageConfig, log: Callable[[str], None] = print) -> StageResult:
@@ -457,34 +729,28 @@ def run_stage(config: StageConfig, log: Callable[[str], None] = print) -> StageR
             NaN (the message names the epoch and batch); nothing is written
             over ``config.out``.
     """
-    import tensorflow as tf
-
     from keras_gated_tsn.data import pipeline
-    from keras_gated_tsn.data.layout import CLASSES_FILE, frames_source, list_file, read_layout
-    from keras_gated_tsn.data.lists import check_labels, read_class_names, read_list_file
+    from keras_gated_tsn.data.lists import check_labels
     from keras_gated_tsn.precision import precision_scope
     from keras_gated_tsn.training import checkpoints, distribute
 
     recipe = config.recipe()
     if not str(config.out).endswith(".keras"):
         raise ValueError(f"the output model must end in .keras, got {config.out!r}")
-    data_dir = config.data_dir
-    class_names = read_class_names(_require_file(os.path.join(data_dir, CLASSES_FILE), CLASSES_FILE))
-    train_list = _require_file(config.train_list or os.path.join(data_dir, list_file("train")), "training list")
-    val_list = config.val_list or os.path.join(data_dir, list_file("val"))
-    if not os.path.isfile(val_list):
-        if config.val_list:
-            raise FileNotFoundError(f"validation list: no such file {val_list!r}")
-        val_list = None
-    train_records = read_list_file(train_list)
-    val_records = read_list_file(val_list) if val_list else []
+    if config.stage == "gcf" and config.augment_on == "device":
+        raise ValueError("--augment-on device is for the TSN pipelines; GCF-Net's clips are cropped on the host")
+    datasets = _stage_datasets(config)
+    primary = datasets[0]
+    class_names = primary.class_names
+    train_records, val_records = primary.train_records, primary.val_records
+    train_list, val_list = primary.train_list, primary.val_list
+    modality = _frames_modality(config)
     # Every line against classes.txt and its frame folder, before any work (not a traceback in fit()).
-    modality = "rgb+flow" if config.stage in ("gate", "joint") else config.stage
-    templates = read_layout(data_dir).pipeline_templates()  # other tools' frame names, from DATA/prepare.json
-    for records, path in ((train_records, train_list), (val_records, val_list)):
-        if records:
-            check_labels(records, len(class_names), path)
-            pipeline.check_frame_folders(path, frames_source(data_dir), modality, **templates)
+    for dataset in datasets:
+        for records, path in ((dataset.train_records, dataset.train_list), (dataset.val_records, dataset.val_list)):
+            if records:
+                check_labels(records, len(dataset.class_names), path)
+                pipeline.check_frame_folders(path, dataset.frames_root, modality, **dataset.templates)
 
     strategy = distribute.make_strategy(config.strategy)
     workers = distribute.workers_of(strategy)
@@ -499,20 +765,34 @@ def run_stage(config: StageConfig, log: Callable[[str], None] = print) -> StageR
     seed = distribute.chief_values(strategy, [seed])[0]  # a drawn seed: the chief's, on every worker
     options = {**{f.name: getattr(config, f.name) for f in dataclasses.fields(config)},
                "seed": seed, "workers": workers.count, "batch_size": recipe.batch_size,
-               "iter_size": recipe.iter_size, "train_list": os.path.abspath(train_list)}
+               "iter_size": recipe.iter_size, "train_list": os.path.abspath(train_list),
+               "backbone": _backbone(config), "input_size": _input_size(config)}
+    options["snippet_stride"] = list(config.snippet_stride)
+    options["also_data"] = [os.path.abspath(path) for path in config.also_data or ()]
 
     gated = config.stage in ("gate", "joint")
     batch = recipe.batch_size
     if batch % workers.count:
         raise ValueError(f"the global batch of {batch} videos does not split over {workers.count} workers")
-    steps_per_epoch = len(train_records) // batch if workers.count > 1 else -(-len(train_records) // batch)
-    if steps_per_epoch == 0:
-        raise ValueError(f"{train_list} has {len(train_records)} videos, fewer than one global batch of {batch}")
+
+    def batches_in(count: int) -> int:
+        return count // batch if workers.count > 1 else -(-count // batch)
+
+    total_videos = sum(len(dataset.train_records) for dataset in datasets)
+    steps_per_epoch = batches_in(total_videos)
+    for dataset in datasets:
+        if batches_in(len(dataset.train_records)) == 0:
+            raise ValueError(f"{dataset.train_list} has {len(dataset.train_records)} videos, fewer than one global "
+                             f"batch of {batch}")
     say(
         f"stage {config.stage}: {len(train_records)} training videos ({train_list}), "
         + (f"{len(val_records)} validation videos ({val_list})" if val_list else "no validation list")
         + f", {len(class_names)} classes"
     )
+    for dataset in datasets[1:]:
+        say(f"  head {dataset.head}: {len(dataset.train_records)} training videos ({dataset.train_list}), "
+            + (f"{len(dataset.val_records)} validation videos" if dataset.val_list else "no validation list")
+            + f", {len(dataset.class_names)} classes")
     say(
         f"  {distribute.describe_devices(strategy)}, {config.precision}"
         + (", XLA" if config.jit_compile else "")
@@ -527,18 +807,13 @@ def run_stage(config: StageConfig, log: Callable[[str], None] = print) -> StageR
     say("  building the model (the first batches also compile the training graph)...")
     keras.utils.set_random_seed(seed)  # the initial weights and dropout draws follow the seed too
     with strategy.scope(), precision_scope(config.precision):
-        model = build_stage_model(config, len(class_names), class_names)
+        model = build_stage_model(config, len(class_names), class_names,
+                                  heads={dataset.head: dataset.class_names for dataset in datasets})
     if workers.replicas > 1:
         # A BN layer that trains on batch statistics takes them over the global
         # batch, as one device would (partial BN's first layer; the rest are frozen).
         for layer in _batch_norms(model):
             layer.synchronized = True
-    modality = "rgb+flow" if gated else model.modality
-    new_length = model.new_length if gated else model.snippet_length
-    frames_root = frames_source(data_dir)
-    from keras_gated_tsn.models.tsn import flow_input_of
-
-    flow_input = flow_input_of(model)
     local_replicas = workers.replicas // workers.count
 
     def distributed(make):
@@ -552,31 +827,45 @@ def run_stage(config: StageConfig, log: Callable[[str], None] = print) -> StageR
             lambda context: make().rebatch(batch // workers.replicas)
         )
 
+    def batches_of(dataset, records, training: bool, start_epoch: int = 0, skip_batches: int = 0):
+        """One dataset's batches for the model (training: repeated, resumed at a point, this worker's share)."""
+        common = dict(training=training, **({"seed": seed, "repeat": True, "start_epoch": start_epoch,
+                                             "skip_batches": skip_batches, "num_shards": workers.count,
+                                             "shard_index": workers.index} if training else {}))
+        size = batch if training else batch // workers.count
+        return _model_batches(model, config, records, dataset, size, **common)
+
     def training_data(start_epoch: int, skip_batches: int):
-        return distributed(lambda: pipeline.make_dataset(
-            train_records, frames_root, modality, num_segments=config.num_segments, new_length=new_length,
-            input_size=model.input_size, batch_size=batch, training=True, seed=seed, repeat=True,
-            start_epoch=start_epoch, skip_batches=skip_batches, num_shards=workers.count,
-            shard_index=workers.index, augment_on=config.augment_on, flow_input=flow_input, **templates,
+        if config.stage != "multitask":
+            return distributed(lambda: batches_of(primary, train_records, True, start_epoch, skip_batches))
+        from keras_gated_tsn.data.multitask import multitask_training_batches
+
+        return distributed(lambda: multitask_training_batches(
+            {d.head: (lambda e, s, d=d: batches_of(d, d.train_records, True, e, s)) for d in datasets},
+            {d.head: batches_in(len(d.train_records)) for d in datasets},
+            seed=seed, start_step=start_epoch * steps_per_epoch + skip_batches,
         ))
 
     validation = validation_steps = None
-    if val_list:
+    validated = [d for d in datasets if d.val_list] if config.stage == "multitask" else ([primary] if val_list else [])
+    if validated:
         # Every worker scores the whole validation list (the metrics are ratios).
-        validation = distributed(lambda: pipeline.make_dataset(
-            val_records, frames_root, modality, num_segments=config.num_segments, new_length=new_length,
-            input_size=model.input_size, batch_size=batch // workers.count, training=False,
-            flow_input=flow_input, **templates,
-        ))
+        if config.stage == "multitask":
+            from keras_gated_tsn.data.multitask import multitask_validation_batches
+
+            validation = distributed(lambda: multitask_validation_batches(
+                {d.head: batches_of(d, d.val_records, False) for d in validated}))
+        else:
+            validation = distributed(lambda: batches_of(primary, val_records, False))
         if workers.replicas > 1:
             # A distributed dataset has no known length: without the count Keras
             # ends each validation on an end-of-data error and warns about it.
-            validation_steps = -(-len(val_records) // (batch // workers.count))
+            validation_steps = sum(-(-len(d.val_records) // (batch // workers.count)) for d in validated)
 
-    monitor = GATED_MONITOR if gated else STREAM_MONITOR
-    if val_list is None:
+    monitor = _stage_monitor(config, primary.head)
+    if not validated:
         monitor = monitor[len("val_"):]
-        say(f"warning: no validation list in {data_dir}; the best epoch is chosen on training {monitor}")
+        say(f"warning: no validation list in {config.data_dir}; the best epoch is chosen on training {monitor}")
     stem = str(config.out)[: -len(".keras")]
     files = {"model": str(config.out), "log": f"{stem}_log.csv", "tensorboard": f"{stem}_logs"}
     callbacks = recipes.stage_callbacks(

@@ -131,3 +131,86 @@ def test_training_clips_repeat_with_the_seed_and_share_crop_and_flip(prepared_sa
     frames = x.numpy().reshape(16, 32, 32, 3)
     for p in range(10):
         np.testing.assert_array_equal(frames[p], frames[p + 6])
+
+
+# ------------------------------------------------------------------ resumption and shards (as make_dataset)
+
+
+def _clip_batches(ds, count):
+    return [(x.numpy(), y.numpy()) for x, y in ds.take(count)]
+
+
+def _same(a, b):
+    return np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+def _tiny(prepared_samples, count):
+    """``count`` real videos of the sample set (labels made distinct, so a batch's
+    labels name its videos and their order) and the tiny clip options."""
+    frames_root = os.path.join(prepared_samples, "frames")
+    records = [(r.video, r.num_frames, i) for i, r in
+               enumerate(read_list_file(os.path.join(prepared_samples, "train.txt"))[:count])]
+    return records, frames_root, dict(num_clips=2, clip_length=3, input_size=32, training=True)
+
+
+def test_resumed_clip_pipeline_sees_the_uninterrupted_batches(prepared_samples):
+    """A seeded repeating run resumed at epoch 1, batch 1 gets exactly the batches
+    (clip pixels and labels) of the uninterrupted run from there; no batch
+    straddles two epochs and each epoch is a new draw; a positioned run without
+    ``repeat`` is that one epoch."""
+    records, frames_root, options = _tiny(prepared_samples, 5)  # 3 batches of 2, the last partial
+    make = lambda **kw: make_clip_dataset(records, frames_root, batch_size=2, seed=11, **options, **kw)  # noqa: E731
+    whole = _clip_batches(make(repeat=True), 9)
+    assert [len(y) for _, y in whole] == [2, 2, 1] * 3
+    assert whole[0][0].shape == (2, 2, 3, 32, 32, 3) and whole[0][0].dtype == np.uint8
+    for epoch in range(3):  # every epoch holds each video once
+        assert sorted(np.concatenate([y for _, y in whole[3 * epoch:3 * epoch + 3]])) == list(range(5))
+    assert not all(_same(a, b) for a, b in zip(whole[0:3], whole[3:6]))
+    resumed = _clip_batches(make(repeat=True, start_epoch=1, skip_batches=1), 5)
+    assert len(resumed) == 5 and all(_same(a, b) for a, b in zip(resumed, whole[4:9]))
+    one_epoch = _clip_batches(make(start_epoch=2), 10)
+    assert len(one_epoch) == 3 and all(_same(a, b) for a, b in zip(one_epoch, whole[6:9]))
+
+
+def test_clip_shards_together_are_the_single_process_batches(prepared_samples):
+    """Two workers' shards of a global batch of 4 are the even and odd videos of the
+    one-process batch (the same clips, crops and flips, pixel for pixel), the
+    partial global batch dropped, epoch after epoch; with a resume too."""
+    records, frames_root, options = _tiny(prepared_samples, 9)  # 2 full global batches per epoch + 1 dropped
+    make = lambda **kw: make_clip_dataset(  # noqa: E731
+        records, frames_root, batch_size=4, seed=5, repeat=True, **options, **kw)
+    single = _clip_batches(make(drop_remainder=True), 4)
+    assert [len(y) for _, y in single] == [4] * 4
+    shards = [_clip_batches(make(num_shards=2, shard_index=w), 4) for w in (0, 1)]
+    for step in range(4):
+        x, y = single[step]
+        for w in (0, 1):
+            assert shards[w][step][0].shape == (2, 2, 3, 32, 32, 3)
+            np.testing.assert_array_equal(shards[w][step][1], y[w::2])
+            np.testing.assert_array_equal(shards[w][step][0], x[w::2])
+    resumed = _clip_batches(make(num_shards=2, shard_index=1, start_epoch=1, skip_batches=1), 1)
+    assert _same(resumed[0], shards[1][3])
+
+
+def test_bad_resumption_and_shard_arguments(prepared_samples):
+    records, frames_root, options = _tiny(prepared_samples, 4)
+    make = lambda **kw: make_clip_dataset(records, frames_root, **{**options, "batch_size": 4, **kw})  # noqa: E731
+    with pytest.raises(ValueError, match="need training=True and a seed"):
+        make(skip_batches=1)
+    with pytest.raises(ValueError, match="need training=True and a seed"):
+        make(seed=1, training=False, start_epoch=1)
+    with pytest.raises(ValueError, match=r"shard_index must be < num_shards \(2\), got 2"):
+        make(seed=1, num_shards=2, shard_index=2)
+    with pytest.raises(ValueError, match="the global batch of 4 videos does not split over 3 shards"):
+        make(seed=1, num_shards=3, shard_index=0)
+    with pytest.raises(ValueError, match="skip_batches must be an int >= 0, got -1"):
+        make(seed=1, skip_batches=-1)
+    with pytest.raises(ValueError, match="num_shards must be an int >= 1, got 0"):
+        make(seed=1, num_shards=0)
+    with pytest.raises(ValueError, match="start_epoch must be an int >= 0, got 1.5"):
+        make(seed=1, start_epoch=1.5)
+    with pytest.raises(ValueError, match="4 videos do not fill one batch of 8"):
+        make(seed=1, repeat=True, batch_size=8, drop_remainder=True)
+    # The checks come before any file is read: a missing frames root is not reached.
+    with pytest.raises(ValueError, match="does not split over 3 shards"):
+        make_clip_dataset(records, os.path.join(frames_root, "missing"), batch_size=4, seed=1, num_shards=3)

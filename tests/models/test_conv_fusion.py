@@ -6,7 +6,10 @@ precision, configs and .keras round trips.
 
 Tiny inputs keep the file short on two cores: CaffeNet at 67 px (its conv5 is
 3x3 there), VGG16 and BN-Inception at 32, CNN-M-2048 at 48; T = 2 snippets,
-L = 2 flow frames, 3 classes.
+L = 2 flow frames, 3 classes. The paper's VGG-16 + VGG-M pair (Sec. 4.1,
+Table 6) runs at 48 px, the cheapest input where VGG16's block5_conv3 (3x3)
+and CNN-M-2048's conv5 (2x2) differ by one row and column, as 14x14 and
+13x13 do at 224.
 """
 
 import os
@@ -37,10 +40,10 @@ L = 2
 SIZES = {"caffenet": 67, "vgg16": 32, "bn_inception": 32, "cnn_m_2048": 48, "cnn_m_2048_no_norm2": 48}
 
 
-def _streams(backbone="caffenet", flow_backbone=None, seed=0):
+def _streams(backbone="caffenet", flow_backbone=None, seed=0, size=None):
     """Two streams whose classifiers give scores of order 1 (the default 0.001
     init would make every comparison trivially small)."""
-    size = SIZES[backbone]
+    size = size or SIZES[backbone]
     rgb = TSN(backbone, "rgb", num_classes=CLASSES, num_segments=T, input_size=size, new_length=L)
     flow = TSN(flow_backbone or backbone, "flow", num_classes=CLASSES, num_segments=T, input_size=size, new_length=L)
     rng = np.random.default_rng(seed)
@@ -50,8 +53,8 @@ def _streams(backbone="caffenet", flow_backbone=None, seed=0):
     return rgb, flow
 
 
-def _clips(backbone="caffenet", batch=2, segments=T, seed=0):
-    return random_clips(SIZES[backbone], batch=batch, segments=segments, new_length=L, seed=seed)
+def _clips(backbone="caffenet", batch=2, segments=T, seed=0, size=None):
+    return random_clips(size or SIZES[backbone], batch=batch, segments=segments, new_length=L, seed=seed)
 
 
 @pytest.fixture(scope="module")
@@ -340,6 +343,10 @@ def test_bad_options(streams):
         ConvTwoStreamFusion(rgb, other)
     vgg_flow = TSN("vgg16", "flow", num_classes=CLASSES, input_size=67, new_length=L)
     with pytest.raises(ValueError, match="not a feature layer of VGG16"):
+        ConvTwoStreamFusion(rgb, vgg_flow, other_fusion_layer="conv5")
+    # By default the VGG16 flow stream is cut at its block5_conv3 (4x4 at 67 px), larger than
+    # CaffeNet's conv5 (3x3) that the fused tower goes on from: never padded.
+    with pytest.raises(ValueError, match="the rgb stream's map, which the fused tower goes on from, is the smaller"):
         ConvTwoStreamFusion(rgb, vgg_flow)
 
 
@@ -381,3 +388,121 @@ def test_evaluate_and_fuse_a_temporal_fusion_model_from_the_cli(prepared_samples
     rows = json.loads((tmp_path / "table.json").read_text())
     assert [row["method"] for row in rows][-1] == "conv_fusion" and rows[-1]["top1"] is not None
     capsys.readouterr()
+
+
+# ------------------------------------------- fusion at different layers, padding
+PAIR_SIZE = 48  # VGG16 block5_conv3 3x3x512, CNN-M-2048 conv5 2x2x512
+
+
+@pytest.fixture(scope="module")
+def paper_pair():
+    """Sec. 4.1 / Table 6: a VGG-16 RGB stream and a VGG-M(-2048) flow stream."""
+    return _streams("vgg16", "cnn_m_2048_no_norm2", seed=3, size=PAIR_SIZE)
+
+
+def _pair_clips(seed=0):
+    return _clips(seed=seed, size=PAIR_SIZE)
+
+
+def test_paper_pair_pads_the_smaller_map_for_the_fused_path_only(paper_pair):
+    """Sum fusion, no temporal fusion: VGG16's block5_conv3 (3x3) and CNN-M's
+    conv5 (2x2, the default other layer: block5_conv3 is not a CNN-M layer);
+    the flow map gets a bottom row and a right column of zeros before the sum,
+    so the fused map's last row and column are the RGB map's; the kept flow
+    tower goes on from its own 2x2 map and *is* the flow stream."""
+    rgb, flow = paper_pair
+    model = ConvTwoStreamFusion(rgb, flow, spatial_fusion="sum", temporal_fusion="none")
+    assert (model.fusion_layer, model.other_fusion_layer) == ("block5_conv3", "conv5")
+    assert model.get_config()["other_fusion_layer"] == "conv5"
+    pad = model.get_layer("flow_fusion_padding")
+    assert isinstance(pad, keras.layers.ZeroPadding2D) and pad.padding == ((0, 1), (0, 1))
+    assert tuple(pad.input.shape[1:]) == (2, 2, 512) and tuple(pad.output.shape[1:]) == (3, 3, 512)
+    assert not any(layer.name == "rgb_fusion_padding" for layer in model.layers)
+    fusion = model.get_layer("spatiotemporal_block5_conv3_sum_fusion")
+    assert isinstance(fusion, SumFusion) and tuple(fusion.output.shape[1:]) == (3, 3, 512)
+    # The kept tower: CNN-M's layers after conv5 on the unpadded 2x2 map.
+    assert tuple(model.get_layer("flow_pool5").input.shape[1:]) == (2, 2, 512)
+    assert model.get_layer("flow_fc-action").kernel.shape == flow.get_layer("fc-action").kernel.shape
+    assert model.get_layer("spatiotemporal_fc-action").kernel.shape == rgb.get_layer("fc-action").kernel.shape
+
+    clips = _pair_clips(seed=1)
+    probe = keras.Model(model.input, [*fusion.input, fusion.output, pad.input])
+    rgb_map, padded, fused, flow_map = (np.asarray(v) for v in probe.predict(clips, verbose=0))
+    assert rgb_map.shape == fused.shape == padded.shape == (2 * T, 3, 3, 512) and flow_map.shape == (2 * T, 2, 2, 512)
+    assert flow_map.any()
+    np.testing.assert_array_equal(padded[:, :2, :2], flow_map)
+    np.testing.assert_array_equal(padded[:, 2, :], 0)
+    np.testing.assert_array_equal(padded[:, :, 2], 0)
+    np.testing.assert_allclose(fused, rgb_map + padded, rtol=1e-6)
+    np.testing.assert_array_equal(fused[:, 2, :], rgb_map[:, 2, :])
+    np.testing.assert_array_equal(fused[:, :, 2], rgb_map[:, :, 2])
+
+    out = model.predict(clips, verbose=0)
+    assert all(v.shape == (2, CLASSES) and np.isfinite(v).all() for v in out.values())
+    np.testing.assert_allclose(out["flow"], flow.predict(clips["flow"], verbose=0), rtol=1e-5, atol=1e-6)
+
+
+def test_paper_pair_proposed_architecture_round_trip(tmp_path, paper_pair):
+    """The proposed architecture (3D conv fusion + 3D pooling, both towers) on
+    the padded pair: the padding comes before the stacking across time, the
+    kept tower stacks and 3D-pools its own 2x2 maps; .keras round trip."""
+    model = ConvTwoStreamFusion(*paper_pair, num_snippets=T, other_fusion_layer="conv5")
+    assert tuple(model.get_layer("flow_stack").output.shape[1:]) == (T, 3, 3, 512)
+    assert tuple(model.get_layer("flow_tower_stack").output.shape[1:]) == (T, 2, 2, 512)
+    assert tuple(model.get_layer("rgb_stack").output.shape[1:]) == (T, 3, 3, 512)
+    fusion = model.get_layer("spatiotemporal_block5_conv3_conv3d_fusion")
+    assert isinstance(fusion, Conv3DFusion) and tuple(fusion.output.shape[1:]) == (T, 3, 3, 512)
+    assert tuple(model.get_layer("spatiotemporal_pool3d").output.shape[1:]) == (1, 3, 3, 512)
+    assert tuple(model.get_layer("flow_pool3d").output.shape[1:]) == (1, 2, 2, 512)
+    loaded = run_model_saving_test(model, _pair_clips(seed=2), tmp_path)
+    assert (loaded.fusion_layer, loaded.other_fusion_layer) == ("block5_conv3", "conv5")
+    assert loaded.get_layer("flow_fusion_padding").padding == ((0, 1), (0, 1))
+    assert loaded.get_config()["rgb_stream"]["backbone"] == "vgg16"
+    assert loaded.get_config()["flow_stream"]["backbone"] == "cnn_m_2048_no_norm2"
+    run_serialization_test(model)
+
+
+def test_paper_pair_refusals(paper_pair):
+    rgb, flow = paper_pair
+    shapes = r"\(6, 6, 512\).*\(2, 2, 512\)"
+    with pytest.raises(ValueError, match=r"differ in height or width by 4 > 2 pixels: rgb's map at 'block4_conv3' "
+                                         + shapes):
+        ConvTwoStreamFusion(rgb, flow, fusion_layer="block4_conv3", other_fusion_layer="conv5")
+    with pytest.raises(ValueError, match=r"the flow stream's map, which the fused tower goes on from, is the smaller "
+                                         r"one: rgb's map at 'block5_conv3' \(3, 3, 512\) and flow's map at 'conv5' "
+                                         r"\(2, 2, 512\)"):
+        ConvTwoStreamFusion(rgb, flow, fuse_into="flow")  # defaults: conv5 and block5_conv3
+    with pytest.raises(ValueError, match=r"sum fusion needs the same channels.*\(3, 3, 512\).*'pool2' \(2, 2, 256\)"):
+        ConvTwoStreamFusion(rgb, flow, other_fusion_layer="pool2", spatial_fusion="sum", temporal_fusion="none")
+    with pytest.raises(ValueError, match="not a feature layer of CNN-M-2048"):
+        ConvTwoStreamFusion(rgb, flow, fusion_layer="block5_conv3", other_fusion_layer="block5_conv3")
+    with pytest.raises(ValueError, match="not a feature layer of VGG16"):
+        ConvTwoStreamFusion(rgb, flow, fusion_layer="conv5")
+
+
+def test_other_fusion_layer_defaults_and_own_tower(streams):
+    """A layer both backbones have is the other stream's default too; a
+    different one cuts the other trunk there and its kept tower goes on
+    through its own layers from it (CaffeNet: conv4 and conv5 are both 3x3)."""
+    rgb, flow = streams
+    conv4 = ConvTwoStreamFusion(rgb, flow, fusion_layer="conv4", spatial_fusion="sum", temporal_fusion="none",
+                                towers="truncate")
+    assert conv4.get_config()["other_fusion_layer"] == "conv4" == conv4.fusion_layer
+    mixed = ConvTwoStreamFusion(rgb, flow, other_fusion_layer="conv4", spatial_fusion="bilinear",
+                                temporal_fusion="none")
+    assert (mixed.fusion_layer, mixed.other_fusion_layer) == ("conv5", "conv4")
+    assert mixed.get_layer("rgb_stream").output.shape[1:] == (3, 3, 256)
+    assert mixed.get_layer("flow_stream").output.shape[1:] == (3, 3, 384)
+    assert mixed.get_layer("flow_conv5").kernel.shape == flow.get_layer("conv5").kernel.shape
+    assert not any(layer.name.endswith("_fusion_padding") for layer in mixed.layers)
+    clips = _clips(seed=3)
+    np.testing.assert_allclose(mixed.predict(clips, verbose=0)["flow"], flow.predict(clips["flow"], verbose=0),
+                               rtol=1e-5, atol=1e-6)
+    for fusion in ("sum", "concat"):
+        with pytest.raises(ValueError, match=f"{fusion} fusion needs the same channels"):
+            ConvTwoStreamFusion(rgb, flow, other_fusion_layer="conv4", spatial_fusion=fusion, temporal_fusion="none")
+
+
+def test_proposed_records_the_shared_layer(proposed):
+    assert proposed.other_fusion_layer == proposed.fusion_layer == "conv5"
+    assert proposed.get_config()["other_fusion_layer"] == "conv5"

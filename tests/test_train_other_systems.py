@@ -101,6 +101,29 @@ def test_gcf_net_trains_from_scratch_then_fine_tunes_its_head(prepared_samples, 
     assert load_scores(scores).fused.shape == (11, 1, 3)
 
 
+def test_gcf_net_over_flow_stacks_of_a_2d_backbone(prepared_samples, tmp_path, capsys):
+    """The GCF head over the zoo's 2D flow stream (each clip frame a TSN flow
+    snippet of L=2 fields): trained by `train --stage gcf --modality flow`,
+    scored by `evaluate --model`; a 3D backbone over flow is refused."""
+    data = str(prepared_samples)
+    out = tmp_path / "gcf_flow.keras"
+    tiny = ["--backbone", "caffenet", "--modality", "flow", "--new-length", "2", "--clips", "2", "--clip-length",
+            "2", "--input-size", "48", "--descriptor-dim", "16"]
+    assert main(["train", "--stage", "gcf", "--data", data, "--out", str(out), *tiny, *FAST]) == 0
+    model = load_model(str(out), GCFNet)
+    assert (model.modality, model.new_length, model.backbone) == ("flow", 2, "caffenet")
+    assert tuple(model.input.shape[1:]) == (2, 2, 48, 48, 4)
+    scores = tmp_path / "gcf_flow.npz"
+    assert main(["evaluate", "--data", data, "--list", f"{data}/test.txt", "--model", str(out), "--out",
+                 str(scores), "--no-progress"]) == 0
+    loaded = load_scores(scores)
+    assert loaded.fused.shape == (11, 1, 3) and np.isfinite(loaded.fused).all()
+    capsys.readouterr()
+    assert main(["train", "--stage", "gcf", "--data", data, "--out", str(tmp_path / "x.keras"), "--modality",
+                 "flow", *FAST]) == 2
+    assert "the clip backbone 'resnext3d_101' takes RGB clips" in capsys.readouterr().err
+
+
 @pytest.fixture
 def second_dataset(prepared_samples, tmp_path):
     """A second head for the multi-task stream: ``other_set``, 2 classes."""

@@ -26,10 +26,24 @@ horizontal flip with probability ``flip_prob``; evaluation scales the
 shorter side to ``scale_size`` (default S, as Hara et al.'s test ``Scale``)
 and takes the centre crop.
 
-The frame folders are those of ``gated-tsn prepare`` (``img_00001.jpg``, ...)
-or a TFRecord folder, read and checked exactly as
-:mod:`keras_gated_tsn.data.pipeline` reads them (its list checks and
-readers, reused).
+Flow clips (``modality="flow"``, for GCF-Net over a 2D flow backbone): each
+clip frame is a TSN flow snippet, the stack of L consecutive flow pairs
+``p .. p+L-1`` (pair i lies between frames i and i+1; a video of n frames has
+n - 1 pairs), channels ``x1, y1, x2, y2, ...`` built as
+:func:`keras_gated_tsn.data.pipeline.make_dataset` builds them (its
+``flow_input`` volumes too). The clip rule above runs over the video's usable
+stack starts, ``max(n - L, 1)`` of them (``0 .. n - 1 - L``), so the last
+start's stack ends at the last pair; loop padding, when there are fewer than
+C·T starts, loops over these starts. A video with fewer than L pairs has the
+one start 0 and its stacks repeat the last pair (as make_dataset's snippets
+near the end: pair ``min(p + l, n - 2)``). Crops and flips are those of RGB
+clips, cut from the flow frames, and a flip inverts the x channels
+(``255 - x``, TSN's flow flip).
+
+The frame folders are those of ``gated-tsn prepare`` (``img_00001.jpg``, ...,
+``flow_x_00001.jpg`` / ``flow_y_00001.jpg``, ...) or a TFRecord folder, read
+and checked exactly as :mod:`keras_gated_tsn.data.pipeline` reads them (its
+list checks and readers, reused).
 """
 
 from __future__ import annotations
@@ -39,8 +53,10 @@ from typing import Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from keras_gated_tsn.data import transforms
+from keras_gated_tsn.data import flow_stacking, pipeline, transforms
 from keras_gated_tsn.data.pipeline import (
+    FLOW_X_TEMPLATE,
+    FLOW_Y_TEMPLATE,
     RGB_TEMPLATE,
     FramesLike,
     RecordsLike,
@@ -125,6 +141,55 @@ def clip_indices_tf(num_frames, num_clips: int, clip_length: int, seed=None) -> 
     return tf.where(n >= span, spread, looped)
 
 
+def flow_clip_indices(
+    num_frames: int, num_clips: int = 10, clip_length: int = 16, new_length: int = 5, *,
+    training: bool = False, rng=None,
+) -> np.ndarray:
+    """The flow pairs of each clip frame's stack (NumPy reference of the flow rule).
+
+    Args:
+        num_frames: n >= 2, the video's RGB frame count (n - 1 flow pairs).
+        num_clips, clip_length: C, T.
+        new_length: L >= 1, flow pairs per stack.
+        training, rng: as :func:`clip_indices`.
+
+    Returns:
+        int64 ``(C, T, L)``: 0-based flow pair indices (pair ``i`` is file
+        ``flow_x_{i+1:05d}.jpg``); ``[c, t]`` is the stack starting at the
+        clip position of :func:`clip_indices` over ``max(n - L, 1)`` usable
+        starts, clamped to the last pair when the video has fewer than L.
+
+    Raises:
+        ValueError: for a count that is not a positive int, or n < 2.
+    """
+    n = _check_positive("num_frames", num_frames)
+    length = _check_positive("new_length", new_length)
+    if n < 2:
+        raise ValueError(f"num_frames must be >= 2 for flow (a flow pair needs two frames), got {n}")
+    pairs = n - 1
+    starts = clip_indices(max(pairs - length + 1, 1), num_clips, clip_length, training=training, rng=rng)
+    return np.minimum(starts[..., None] + np.arange(length), pairs - 1)
+
+
+def flow_clip_indices_tf(num_pairs, num_clips: int, clip_length: int, new_length: int, seed=None) -> tf.Tensor:
+    """Graph version of :func:`flow_clip_indices`, from the flow pair count.
+
+    Args:
+        num_pairs: scalar int tensor, the video's flow pairs (n - 1) >= 1.
+        num_clips, clip_length, new_length: C, T, L (Python ints).
+        seed: as :func:`clip_indices_tf`.
+
+    Returns:
+        int32 ``(C·T, L)``: the stacks' pair indices, clip-major (what
+        the pipeline's reader reads).
+    """
+    length = _check_positive("new_length", new_length)
+    pairs = tf.cast(num_pairs, tf.int32)
+    usable = tf.maximum(pairs - length + 1, 1)
+    starts = tf.reshape(clip_indices_tf(usable, num_clips, clip_length, seed), [-1])
+    return tf.minimum(starts[:, None] + tf.range(length, dtype=tf.int32)[None, :], tf.maximum(pairs - 1, 0))
+
+
 def make_clip_dataset(
     records_or_list_file: Optional[RecordsLike],
     frames_root: FramesLike,
@@ -141,6 +206,11 @@ def make_clip_dataset(
     flip_prob: float = 0.5,
     scale_size: Optional[int] = None,
     rgb_template: str = RGB_TEMPLATE,
+    modality: str = "rgb",
+    new_length: int = 5,
+    flow_input: flow_stacking.FlowInputLike = None,
+    flow_x_template: str = FLOW_X_TEMPLATE,
+    flow_y_template: str = FLOW_Y_TEMPLATE,
     num_parallel_calls: Optional[int] = tf.data.AUTOTUNE,
     prefetch: Optional[int] = tf.data.AUTOTUNE,
     drop_remainder: bool = False,
@@ -150,7 +220,7 @@ def make_clip_dataset(
     num_shards: int = 1,
     shard_index: int = 0,
 ) -> tf.data.Dataset:
-    """Batches of C clips of T RGB frames per video (GCF-Net Sec. 3.3).
+    """Batches of C clips of T RGB frames (or flow stacks) per video (GCF-Net Sec. 3.3).
 
     Clip positions follow :func:`clip_indices_tf` (non-overlapping clips
     covering the video, loop padding below C·T frames); the crop and the flip
@@ -181,20 +251,27 @@ def make_clip_dataset(
         scale_size: evaluation shorter side before the centre crop, >= S;
             default S.
         rgb_template: RGB frame file name with one integer field (1-based).
+        modality: ``"rgb"`` (frames) or ``"flow"`` (each clip frame a flow
+            stack of ``new_length`` pairs, see the module docstring: the
+            input of ``GCFNet(modality="flow")`` over a 2D flow backbone).
+        new_length: L, flow pairs per stack (flow only; >= 1 always).
+        flow_input: how a stack's 2L channels are built from its L pairs, a
+            :class:`~keras_gated_tsn.data.flow_stacking.FlowInput` or its
+            settings dict (flow only; default plain optical flow stacking), as
+            in :func:`keras_gated_tsn.data.pipeline.make_dataset`.
+        flow_x_template, flow_y_template: flow file names (flow only; as
+            :func:`keras_gated_tsn.data.pipeline.make_dataset`).
         num_parallel_calls: parallelism of the decoding map.
         prefetch: batches to prefetch (None or 0: none).
         drop_remainder: drop a last partial batch.
         repeat: repeat forever (epoch boundaries kept: reshuffled each pass).
-        start_epoch: with a ``seed``, the epoch the dataset starts at (>= 0).
-        skip_batches: with a ``seed``, batches of ``start_epoch`` to leave out
-            (>= 0): where a resumed run goes on.
-        num_shards, shard_index: this worker's share of every batch, for
-            multi-worker training: shard ``w`` of ``W`` gets the videos at
-            positions ``w, w + W, ...`` of each global batch of ``batch_size``
-            videos, and batches of ``batch_size / W`` (which must divide);
-            partial global batches are dropped so that every worker takes the
-            same number of steps. Needs a ``seed`` (the workers must agree on
-            the order).
+        start_epoch, skip_batches: with a ``seed``, the epoch the dataset
+            starts at and the batches of it to leave out (ints >= 0): where a
+            resumed run goes on.
+        num_shards, shard_index: this worker's share (shard ``w`` of ``W``)
+            of every global batch, in batches of ``batch_size / W``, partial
+            global batches dropped; needs a ``seed``. Both as for
+            :func:`keras_gated_tsn.data.pipeline.make_dataset`.
 
     With a ``seed`` and ``repeat`` (or a start, skip or shards), epoch ``e`` of
     a training dataset is a pure function of ``(seed, e)``: its order is a
@@ -209,12 +286,17 @@ def make_clip_dataset(
 
     Returns:
         A dataset of ``(clips, label)``: ``clips`` uint8 ``(B, C, T, S, S, 3)``
-        RGB pixels 0-255, ``label`` int32 ``(B,)``; B is ``batch_size``
-        (``batch_size / num_shards`` per shard).
+        RGB pixels 0-255, or for flow ``(B, C, T, S, S, 2L)`` uint8-encoded
+        flow, channels ``x1, y1, x2, y2, ...`` (128 = no motion); ``label``
+        int32 ``(B,)``; B is ``batch_size`` (``batch_size / num_shards`` per
+        shard).
 
     Raises:
         ValueError: for a size, count or probability out of range (quoted),
             bad scales, or a bad record (naming the list file and line); for
+            a modality not ``"rgb"`` / ``"flow"``, a ``flow_input`` with
+            ``"rgb"`` or a bad one (an odd L bi-directional), a one-frame
+            video in flow mode (no flow pair); for
             a start, skip or shards without ``training=True`` and a seed, a
             ``shard_index`` >= ``num_shards``, a ``batch_size`` that
             ``num_shards`` does not divide, or (epoch-indexed, partial
@@ -222,6 +304,12 @@ def make_clip_dataset(
         FileNotFoundError: for a missing list file, frames root, video folder
             or frame (naming the video).
     """
+    if not isinstance(modality, str) or modality not in ("rgb", "flow"):
+        raise ValueError(f"modality must be 'rgb' or 'flow', got {modality!r}")
+    flow = modality == "flow"
+    stack = _check_positive("new_length", new_length)
+    if not flow and flow_input is not None:
+        raise ValueError(f"flow_input is for modality='flow', got {flow_input!r} with modality 'rgb'")
     clips = _check_positive("num_clips", num_clips)
     length = _check_positive("clip_length", clip_length)
     size = _check_positive("input_size", input_size)
@@ -236,12 +324,49 @@ def make_clip_dataset(
     check_ordered_batches(training=training, seed=seed, batch_size=batch_size, start_epoch=start_epoch,
                           skip_batches=skip_batches, num_shards=num_shards, shard_index=shard_index)
 
-    records, reader, locations, counts = _sources(
-        records_or_list_file, frames_root, "rgb", 1, {"rgb": rgb_template}
-    )
+    if flow:
+        flow_input = flow_stacking.as_flow_input(flow_input)
+        flow_input.check_length(stack)
+        # (counts: the videos' flow pairs, n - 1; a one-frame video is refused, naming it.)
+        records, reader, locations, counts = _sources(
+            records_or_list_file, frames_root, "flow", stack,
+            {"rgb": rgb_template, "flow_x": flow_x_template, "flow_y": flow_y_template}, flow_input,
+        )
+    else:
+        records, reader, locations, counts = _sources(
+            records_or_list_file, frames_root, "rgb", 1, {"rgb": rgb_template}
+        )
     columns = locations + (tf.constant(counts, tf.int32), tf.constant([r.label for r in records], tf.int32))
     frames_per_video = clips * length
     flip_prob = float(flip_prob)
+
+    def load_flow(payload, pairs, label, key):
+        seeds = [tf.stack([key, tf.constant(i, tf.int64)]) for i in range(3)]
+        indices = flow_clip_indices_tf(pairs, clips, length, stack, seeds[0] if training else None)
+        encoded = reader.encoded(payload, indices)
+        if training:
+            # As make_dataset's flow: the crop's window decoded alone for plain stacking
+            # (the same pixels as whole planes cut), whole planes for other volumes.
+            windows = pipeline._DECODE_WINDOWS and reader.flow_input.is_plain
+            if windows:
+                hw = reader.size(encoded, "flow")
+            else:
+                frames = reader.decode(encoded)["flow"]
+                hw = tf.shape(frames)[1:3]
+            box = transforms.sample_multiscale_crop_tf(
+                hw[0], hw[1], size, seeds[1], scales, max_distort, more_fix_crop=False
+            )
+            if windows:
+                window = reader.decode_window(encoded, "flow", box)
+                x = transforms.crop_and_resize(window, tf.concat([[0, 0], tf.cast(box, tf.int32)[2:]], 0), size)
+            else:
+                x = transforms.crop_and_resize(frames, box, size)
+            do_flip = tf.random.stateless_uniform([], seeds[2], dtype=tf.float32) < flip_prob
+            x = tf.cond(do_flip, lambda: transforms.flip(x, True), lambda: x)
+        else:
+            x = transforms.center_crop(reader.decode(encoded)["flow"], size, scale_size)
+        x = tf.ensure_shape(x, [frames_per_video, size, size, 2 * stack])
+        return tf.reshape(x, [clips, length, size, size, 2 * stack]), label
 
     def load(payload, n, label, key):
         seeds = [tf.stack([key, tf.constant(i, tf.int64)]) for i in range(3)]
@@ -260,20 +385,13 @@ def make_clip_dataset(
         x = tf.ensure_shape(x, [frames_per_video, size, size, 3])
         return tf.reshape(x, [clips, length, size, size, 3]), label
 
-    deterministic = seed is not None or not training
-
-    def loaded(elements):
-        elements = reader.fetch(elements, deterministic)
-        return elements.map(load, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
-
-    ds = ordered_batches(
-        columns, len(records), loaded, training=training, seed=seed, shuffle=shuffle, repeat=repeat,
-        batch_size=batch_size, drop_remainder=drop_remainder, start_epoch=start_epoch,
-        skip_batches=skip_batches, num_shards=num_shards, shard_index=shard_index,
+    return ordered_batches(
+        columns, len(records), reader, load_flow if flow else load, training=training, seed=seed,
+        shuffle=shuffle, repeat=repeat, batch_size=batch_size, drop_remainder=drop_remainder,
+        start_epoch=start_epoch, skip_batches=skip_batches, num_shards=num_shards, shard_index=shard_index,
+        num_parallel_calls=num_parallel_calls, prefetch=prefetch,
     )
-    if prefetch:
-        ds = ds.prefetch(prefetch)
-    return ds
 
 
-__all__ = ["CLIP_SCALES", "clip_indices", "clip_indices_tf", "make_clip_dataset"]
+__all__ = ["CLIP_SCALES", "clip_indices", "clip_indices_tf", "flow_clip_indices", "flow_clip_indices_tf",
+           "make_clip_dataset"]

@@ -583,9 +583,9 @@ def check_ordered_batches(
 
 
 def ordered_batches(
-    columns, count: int, loaded, *, training: bool, seed, shuffle: bool, repeat: bool, batch_size: int,
-    drop_remainder: bool = False, start_epoch: int = 0, skip_batches: int = 0, num_shards: int = 1,
-    shard_index: int = 0,
+    columns, count: int, reader: "_Reader", load, *, training: bool, seed, shuffle: bool, repeat: bool,
+    batch_size: int, drop_remainder: bool = False, start_epoch: int = 0, skip_batches: int = 0,
+    num_shards: int = 1, shard_index: int = 0, num_parallel_calls=tf.data.AUTOTUNE, prefetch=tf.data.AUTOTUNE,
 ) -> tf.data.Dataset:
     """The batches of a pipeline over ``count`` records, in their training order
     (the order, resumption and sharding of :func:`make_dataset`, shared by
@@ -604,15 +604,19 @@ def ordered_batches(
     Args:
         columns: tuple of tensors, one row per record (locations, counts, labels...).
         count: the records (rows of ``columns``).
-        loaded: ``loaded(elements) -> dataset``: the elements ``(*columns, key)``
-            (int64 ``key``: 0 outside training) to the loaded elements, in
-            order (reads, decodes, augments), not batched.
+        reader: the frames' reader (folders or TFRecord): fetches each
+            element's encoded files.
+        load: ``load(*element) -> (x, label)``, mapped over the fetched
+            elements ``(*columns, key)`` (int64 ``key``: 0 outside training):
+            decodes and augments one video.
         training, seed, shuffle, repeat, batch_size, drop_remainder,
-        start_epoch, skip_batches, num_shards, shard_index: as in
-            :func:`make_dataset` (checked by :func:`check_ordered_batches`).
+        start_epoch, skip_batches, num_shards, shard_index, num_parallel_calls,
+        prefetch: as in :func:`make_dataset` (checked by
+            :func:`check_ordered_batches`). Seeded or evaluation pipelines map
+            in order; unseeded training ones in any order (faster).
 
     Returns:
-        The batched dataset (batches of ``batch_size / num_shards``).
+        The batched dataset (batches of ``batch_size / num_shards``), prefetched.
 
     Raises:
         ValueError: as :func:`check_ordered_batches`, or when the records do
@@ -625,15 +629,23 @@ def ordered_batches(
     # training pipeline. A plain seeded one re-draws on each pass (an iteration per epoch).
     indexed = training and seed is not None and (repeat or positioned)
     drop = drop_remainder or num_shards > 1
+    deterministic = seed is not None or not training
+
+    def loaded(elements):
+        elements = reader.fetch(elements, deterministic)
+        return elements.map(load, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
+
     if not indexed:
         ds = keyed_elements(columns, count, shuffle=shuffle, repeat=repeat, training=training, seed=seed)
-        return loaded(ds).batch(batch_size, drop_remainder=drop)
-    epochs, epoch_elements = _epoch_indexed(
-        columns, seed, shuffle, batch_size, start_epoch, skip_batches, num_shards, shard_index, drop, repeat,
-    )
-    per_shard = batch_size // num_shards
-    # Seeded training batches epoch by epoch, so no batch straddles two epochs.
-    return epochs.flat_map(lambda epoch: loaded(epoch_elements(epoch)).batch(per_shard, drop_remainder=drop))
+        ds = loaded(ds).batch(batch_size, drop_remainder=drop)
+    else:
+        epochs, epoch_elements = _epoch_indexed(
+            columns, seed, shuffle, batch_size, start_epoch, skip_batches, num_shards, shard_index, drop, repeat,
+        )
+        per_shard = batch_size // num_shards
+        # Seeded training batches epoch by epoch, so no batch straddles two epochs.
+        ds = epochs.flat_map(lambda epoch: loaded(epoch_elements(epoch)).batch(per_shard, drop_remainder=drop))
+    return ds.prefetch(prefetch) if prefetch else ds
 
 
 def _output(groups: Dict[str, tf.Tensor], modality: str):
@@ -944,21 +956,12 @@ def make_dataset(
                 out[group] = tf.ensure_shape(x, [num_segments, input_size, input_size, channels[group]])
         return _output(out, modality), label
 
-    # Seeded or evaluation: elements in order. Unseeded training: any order (faster).
-    deterministic = seed is not None or not training
-
-    def loaded(elements):
-        elements = reader.fetch(elements, deterministic)
-        return elements.map(load, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
-
-    ds = ordered_batches(
-        columns, len(records), loaded, training=training, seed=seed, shuffle=shuffle, repeat=repeat,
+    return ordered_batches(
+        columns, len(records), reader, load, training=training, seed=seed, shuffle=shuffle, repeat=repeat,
         batch_size=batch_size, drop_remainder=drop_remainder, start_epoch=start_epoch,
         skip_batches=skip_batches, num_shards=num_shards, shard_index=shard_index,
+        num_parallel_calls=num_parallel_calls, prefetch=prefetch,
     )
-    if prefetch:
-        ds = ds.prefetch(prefetch)
-    return ds
 
 
 def make_test_dataset(

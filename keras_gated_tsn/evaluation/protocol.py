@@ -61,8 +61,9 @@ def _test_dataset(records, frames_root, modality, gated_model, flow_model, num_f
     names = tf.data.Dataset.from_tensor_slices(tf.constant([r.video for r in records]))
     clips = make_clip_dataset(
         records, frames_root, num_clips=gated_model.num_clips, clip_length=gated_model.clip_length,
-        input_size=size, batch_size=1, training=False,
-        **{k: v for k, v in dataset_options.items() if k == "rgb_template"},
+        input_size=size, batch_size=1, training=False, modality=gated_model.modality,
+        new_length=gated_model.new_length,
+        **{k: v for k, v in dataset_options.items() if k in ("rgb_template", "flow_x_template", "flow_y_template")},
     ).unbatch()
     return tf.data.Dataset.zip((clips, names)).map(lambda element, video: (element[0][None], element[1], video))
 
@@ -98,11 +99,9 @@ def _check_models(class_names, gated_model, rgb_model, flow_model):
         if not isinstance(gated_model, (GatedTSN, ConvTwoStreamFusion, GCFNet)):
             raise ValueError(f"gated_model must be a GatedTSN, a ConvTwoStreamFusion or a GCFNet, got "
                              f"{type(gated_model).__name__}")
-        if isinstance(gated_model, GCFNet):
-            if gated_model.modality != "rgb":
-                raise ValueError("evaluate scores GCF-Nets over RGB clips; this one takes "
-                                 f"{gated_model.modality!r}")
-            modality, size, new_length = "rgb", gated_model.input_size, None
+        if isinstance(gated_model, GCFNet):  # RGB clips, or flow stacks for a 2D flow backbone
+            modality, size = gated_model.modality, gated_model.input_size
+            new_length = gated_model.new_length if modality == "flow" else None
         else:
             modality, size, new_length = "rgb+flow", gated_model.input_size, gated_model.new_length
         kind = {GatedTSN: "gated_tsn", ConvTwoStreamFusion: "conv_fusion", GCFNet: "gcf_net"}[type(gated_model)]

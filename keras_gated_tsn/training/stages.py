@@ -226,9 +226,10 @@ class StageConfig:
     freeze_backbone: bool = _option(
         False, "train the head only (the paper's UCF-101 fine-tuning of a Kinetics model)",
         flag="--freeze-backbone", group=GCF_GROUP, stages=("gcf",), action="store_true")
-    modality: str = _option(
-        "flow", "the multi-task stream's modality (default flow: the two-stream ConvNets' temporal net)",
-        flag="--modality", group=MULTITASK_GROUP, stages=("multitask",), choices=("rgb", "flow"))
+    modality: Optional[str] = _option(
+        None, "the input of a multi-task stream (default flow: the two-stream ConvNets' temporal net) or of a "
+        "GCF-Net over a 2D backbone (default rgb; flow: each clip frame a stack of --new-length flow fields)",
+        flag="--modality", group=MULTITASK_GROUP, stages=("multitask", "gcf"), choices=("rgb", "flow"))
     also_data: Optional[list] = _option(
         None, "another prepared dataset, one head each (repeat the option; the heads are named after the folders, "
         "--data's first: its validation accuracy chooses the best epoch)", flag="--also-data",
@@ -262,7 +263,7 @@ class StageConfig:
         Raises:
             ValueError: for an unknown stage or a value out of range (quoted).
         """
-        base = recipes.stage_recipe(self.stage, self.modality)
+        base = recipes.stage_recipe(self.stage, _modality(self))
         learning_rate = base.learning_rate if self.learning_rate is None else self.learning_rate
         # The schedule's floor keeps the recipe's ratio to the learning rate actually used.
         min_learning_rate = (
@@ -420,6 +421,11 @@ def _backbone(config: StageConfig) -> str:
     return config.backbone or DEFAULT_BACKBONE.get(config.stage, STREAM_BACKBONE)
 
 
+def _modality(config: StageConfig) -> str:
+    """The input of a multi-task stream (default flow) or GCF-Net (default rgb)."""
+    return config.modality or ("rgb" if config.stage == "gcf" else "flow")
+
+
 def _input_size(config: StageConfig) -> int:
     return config.input_size or DEFAULT_INPUT_SIZE.get(config.stage, STREAM_INPUT_SIZE)
 
@@ -464,23 +470,28 @@ def build_stage_model(config: StageConfig, num_classes: int, class_names=None, *
     flow_input = FlowInput(config.flow_stacking, config.bidirectional, config.mean_subtraction,
                            bound=_flow_bound(config.data_dir))
     if config.stage == "multitask":
-        if config.modality == "rgb" and not flow_input.is_plain:
+        modality = _modality(config)
+        if modality == "rgb" and not flow_input.is_plain:
             raise ValueError("--flow-stacking, --bidirectional and --mean-subtraction configure a flow stream, "
                              "not an rgb one (--modality rgb)")
         model = MultiTaskTSN(
-            _backbone(config), config.modality, {head: len(names) for head, names in heads.items()},
+            _backbone(config), modality, {head: len(names) for head, names in heads.items()},
             config.num_segments, _input_size(config), config.new_length, dropout=config.dropout,
             partial_bn=config.partial_bn, backbone_weights=config.backbone_weights,
             class_names={head: list(names) for head, names in heads.items()},
-            flow_input=None if config.modality == "rgb" else flow_input,
+            flow_input=None if modality == "rgb" else flow_input,
         )
         model.compile(optimizer=optimizer, jit_compile=config.jit_compile)
         return model
     if config.stage == "gcf":
+        if not flow_input.is_plain:
+            raise ValueError("--flow-stacking, --bidirectional and --mean-subtraction configure a flow stream; "
+                             "GCF-Net over flow takes plain optical flow stacks")
         model = GCFNet(
             _backbone(config), num_classes, config.num_clips, config.clip_length, _input_size(config),
             fusion=config.clip_fusion, descriptor_dim=config.descriptor_dim,
             dropout=0.0 if config.dropout is None else config.dropout, freeze_backbone=config.freeze_backbone,
+            modality=_modality(config), new_length=config.new_length,
             backbone_weights=config.backbone_weights, class_names=class_names,
         )
         if config.init_from:
@@ -650,10 +661,8 @@ def _frames_modality(config: StageConfig) -> str:
     """The frames a stage reads: ``rgb``, ``flow`` or ``rgb+flow``."""
     if config.stage in ("gate", "joint", "conv-fusion"):
         return "rgb+flow"
-    if config.stage == "gcf":
-        return "rgb"
-    if config.stage == "multitask":
-        return config.modality
+    if config.stage in ("gcf", "multitask"):
+        return _modality(config)
     return config.stage
 
 
@@ -681,8 +690,8 @@ def _model_batches(model, config: StageConfig, records, dataset: _StageDataset, 
 
         return make_clip_dataset(
             records, dataset.frames_root, num_clips=model.num_clips, clip_length=model.clip_length,
-            input_size=model.input_size, batch_size=batch_size, training=training,
-            rgb_template=dataset.templates["rgb_template"], **positioned,
+            input_size=model.input_size, batch_size=batch_size, training=training, modality=model.modality,
+            new_length=model.new_length, **positioned, **dataset.templates,
         )
     modality = _frames_modality(config)
     if modality == "rgb+flow":  # the gated and conv-fusion models' flow stacks

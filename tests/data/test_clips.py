@@ -214,3 +214,154 @@ def test_bad_resumption_and_shard_arguments(prepared_samples):
     # The checks come before any file is read: a missing frames root is not reached.
     with pytest.raises(ValueError, match="does not split over 3 shards"):
         make_clip_dataset(records, os.path.join(frames_root, "missing"), batch_size=4, seed=1, num_shards=3)
+
+
+# ------------------------------------------------------------------ flow clips (GCF-Net over a 2D flow backbone)
+
+
+def test_flow_clip_rule_keeps_every_stack_inside_the_video():
+    """Starts are clip positions over the ``max(n - L, 1)`` usable starts of the
+    n - 1 flow pairs: every stack is L consecutive pairs ending at the last pair
+    at the latest; a video with fewer than L pairs repeats its last pair (as
+    make_dataset's snippets); the graph version gives the same values."""
+    from keras_gated_tsn.data.clips import flow_clip_indices, flow_clip_indices_tf
+
+    # 16 frames = 15 pairs, L = 2: 14 starts, segments [0, 7), [7, 14): clips at 2 and 9.
+    np.testing.assert_array_equal(flow_clip_indices(16, 2, 2, 2), [[[2, 3], [3, 4]], [[9, 10], [10, 11]]])
+    # 6 pairs, L = 5: the 2 starts 0, 1 loop; the last stack ends on the last pair 5.
+    np.testing.assert_array_equal(flow_clip_indices(7, 1, 3, 5)[0], [[0, 1, 2, 3, 4], [1, 2, 3, 4, 5],
+                                                                     [0, 1, 2, 3, 4]])
+    # Fewer pairs than L: the one start 0, the last pair repeated.
+    np.testing.assert_array_equal(flow_clip_indices(3, 1, 2, 4)[0], [[0, 1, 1, 1], [0, 1, 1, 1]])
+    np.testing.assert_array_equal(flow_clip_indices(2, 1, 1, 2)[0], [[0, 0]])
+    rng = np.random.default_rng(0)
+    for clips, length, stack in ((2, 2, 2), (3, 4, 5), (1, 8, 1)):
+        for n in range(2, 3 * clips * length + stack + 2):
+            pairs = n - 1
+            for training in (False, True):
+                indices = flow_clip_indices(n, clips, length, stack, training=training, rng=rng)
+                assert indices.shape == (clips, length, stack)
+                assert indices.min() >= 0 and indices.max() <= pairs - 1
+                if pairs >= stack:  # no clamping: L consecutive pairs from a usable start
+                    np.testing.assert_array_equal(np.diff(indices, axis=-1), 1)
+                    assert indices[..., 0].max() <= pairs - stack
+                if not training:  # the starts: the clip rule over the usable starts
+                    np.testing.assert_array_equal(indices[..., 0], clip_indices(max(pairs - stack + 1, 1), clips,
+                                                                                length))
+            expected = flow_clip_indices(n, clips, length, stack).reshape(clips * length, stack)
+            np.testing.assert_array_equal(flow_clip_indices_tf(pairs, clips, length, stack).numpy(), expected)
+            drawn = flow_clip_indices_tf(pairs, clips, length, stack, seed=[n, 1]).numpy()
+            assert drawn.min() >= 0 and drawn.max() <= pairs - 1
+
+
+def _flow_options(**kwargs):
+    return {**dict(modality="flow", new_length=2, num_clips=2, clip_length=2, input_size=32), **kwargs}
+
+
+def test_flow_clips_shapes_and_dtype(prepared_samples):
+    frames_root = os.path.join(prepared_samples, "frames")
+    listing = os.path.join(prepared_samples, "train.txt")
+    for training in (True, False):
+        ds = make_clip_dataset(listing, frames_root, batch_size=3, seed=1, training=training, **_flow_options())
+        assert ds.element_spec[0].shape.as_list() == [None, 2, 2, 32, 32, 4]
+        x, y = next(iter(ds))
+        assert x.shape == (3, 2, 2, 32, 32, 4) and x.dtype == tf.uint8 and y.dtype == tf.int32
+    # The default L = 5: 10 channels.
+    x, _ = next(iter(make_clip_dataset(listing, frames_root, batch_size=1, training=False,
+                                       **_flow_options(new_length=5))))
+    assert x.shape == (1, 2, 2, 32, 32, 10)
+
+
+def _plane(frames_root, video, kind, pair):
+    data = tf.io.read_file(os.path.join(frames_root, video, f"flow_{kind}_{pair + 1:05d}.jpg"))
+    return tf.io.decode_jpeg(data, channels=1).numpy()[..., 0]
+
+
+@pytest.mark.parametrize("flow_input", [None, {"stacking": "trajectory", "bidirectional": True}])
+def test_evaluation_flow_clips_are_make_datasets_snippets(prepared_samples, flow_input):
+    """In evaluation, clip frame (c, t) is make_dataset's flow snippet at the same
+    start pair, pixel for pixel (make_dataset with 14 segments over the 15 pairs
+    of a 16-frame video and L = 2 has one snippet at each start 0..13; the clips
+    start at 2, 3 and 9, 10), for plain stacking and a volume of flow_input; a
+    2-frame video's stacks repeat its one pair."""
+    from keras_gated_tsn.data.pipeline import make_dataset
+
+    frames_root = os.path.join(prepared_samples, "frames")
+    record = read_list_file(os.path.join(prepared_samples, "train.txt"))[0]
+    assert record.num_frames == 16
+    short = (record.video, 2, record.label)
+    ds = make_clip_dataset([record, short], frames_root, batch_size=2, training=False, flow_input=flow_input,
+                           **_flow_options())
+    (x, _), = list(ds)
+    x = x.numpy()
+    reference = make_dataset([record, short], frames_root, "flow", num_segments=14, new_length=2, input_size=32,
+                             scale_size=32, batch_size=2, training=False, flow_input=flow_input)
+    (snippets, _), = list(reference)
+    snippets = snippets.numpy()
+    assert snippets.shape == (2, 14, 32, 32, 4)
+    np.testing.assert_array_equal(x[0].reshape(4, 32, 32, 4), snippets[0, [2, 3, 9, 10]])
+    # The 2-frame video: one pair, every stack [0, 0] (make_dataset's offsets are all 0 there too).
+    np.testing.assert_array_equal(x[1].reshape(4, 32, 32, 4), snippets[1, :4])
+    if flow_input is None:
+        np.testing.assert_array_equal(x[1, ..., :2], x[1, ..., 2:])
+        np.testing.assert_array_equal(x[1, 0, 0], x[1, 1, 1])
+
+
+def test_evaluation_flow_stack_channels_are_the_pairs_files(prepared_samples):
+    """The channel order read from the JPEG files themselves: clip frame (c, t)
+    of a 16-frame video with L = 2 holds x, y of pair p, then x, y of pair p + 1
+    (p = 2, 3, 9, 10), the 96 x 96 centre crop of the 128 x 96 planes (columns
+    16..111, untouched)."""
+    frames_root = os.path.join(prepared_samples, "frames")
+    record = read_list_file(os.path.join(prepared_samples, "train.txt"))[0]
+    (x, _), = list(make_clip_dataset([record], frames_root, batch_size=1, training=False,
+                                     **_flow_options(input_size=96)))
+    frames = x.numpy().reshape(4, 96, 96, 4)
+    for frame, start in enumerate((2, 3, 9, 10)):
+        for step in range(2):
+            for axis, kind in enumerate(("x", "y")):
+                plane = _plane(frames_root, record.video, kind, start + step)[:, 16:112]
+                np.testing.assert_array_equal(frames[frame, ..., 2 * step + axis], plane)
+    # The x and y planes differ (so the order is really checked).
+    assert not np.array_equal(frames[0, ..., 0], frames[0, ..., 1])
+
+
+def test_training_flow_flip_inverts_x_and_crop_is_shared(prepared_samples, monkeypatch):
+    """The same seeded draws with flip_prob 1 and 0: the flipped clips are the
+    mirrored ones with x channels (0, 2, ...) inverted, 255 - x, and y channels
+    (1, 3, ...) only mirrored (TSN's flow flip); seeded batches repeat; the
+    crop decoded as a window equals whole planes cut."""
+    from keras_gated_tsn.data import pipeline
+
+    frames_root = os.path.join(prepared_samples, "frames")
+    listing = os.path.join(prepared_samples, "train.txt")
+
+    def batch(**kwargs):
+        ds = make_clip_dataset(listing, frames_root, batch_size=4, seed=7, **_flow_options(**kwargs))
+        return next(iter(ds))[0].numpy()
+
+    flipped, kept = batch(flip_prob=1.0), batch(flip_prob=0.0)
+    mirrored = kept[..., ::-1, :]
+    np.testing.assert_array_equal(flipped[..., 0::2], 255 - mirrored[..., 0::2])
+    np.testing.assert_array_equal(flipped[..., 1::2], mirrored[..., 1::2])
+    np.testing.assert_array_equal(kept, batch(flip_prob=0.0))
+    monkeypatch.setattr(pipeline, "_DECODE_WINDOWS", False)  # read when the map is traced
+    np.testing.assert_array_equal(kept, batch(flip_prob=0.0))
+
+
+def test_bad_flow_arguments(prepared_samples):
+    frames = os.path.join(prepared_samples, "frames")
+    listing = os.path.join(prepared_samples, "train.txt")
+    with pytest.raises(ValueError, match=r"modality must be 'rgb' or 'flow', got 'rgb\+flow'"):
+        make_clip_dataset(listing, frames, modality="rgb+flow")
+    with pytest.raises(ValueError, match="new_length must be a positive int, got 0"):
+        make_clip_dataset(listing, frames, modality="flow", new_length=0)
+    with pytest.raises(ValueError, match=r"flow_input is for modality='flow', got \{'mean_subtraction': True\}"):
+        make_clip_dataset(listing, frames, flow_input={"mean_subtraction": True})
+    with pytest.raises(ValueError, match="L must be even, got new_length=3"):
+        make_clip_dataset(listing, frames, modality="flow", new_length=3, flow_input={"bidirectional": True})
+    video = read_list_file(listing)[0].video
+    with pytest.raises(ValueError, match="1 frame has no flow pair, modality 'flow' needs num_frames >= 2"):
+        make_clip_dataset([(video, 1, 0)], frames, modality="flow")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        make_clip_dataset(listing, frames, modality="flow", flow_x_template="missing_{:05d}.jpg")

@@ -9,6 +9,15 @@ Algorithm 1 of the gated TSN paper (Sec. III-B, IV-A):
 3. ``joint``: go on with the multi-task loss of eq. (4), λ = 1 (the authors'
    conv-fusion Caffe solver used 0.1).
 
+The other systems of the papers are stages of the same runner (same
+``fit()``, schedule, logs, resumption): ``conv-fusion`` (Feichtenhofer et
+al. 2016, a :class:`~keras_gated_tsn.models.ConvTwoStreamFusion` of two
+trained streams), ``gcf`` (Hsiao et al. 2020, a
+:class:`~keras_gated_tsn.models.GCFNet` on clips) and ``multitask``
+(Simonyan & Zisserman 2014 Sec. 4, a
+:class:`~keras_gated_tsn.models.MultiTaskTSN` over ``--data`` and each
+``--also-data``).
+
 Each stage's defaults (learning rate, batch, accumulation, λ) come from
 :data:`~keras_gated_tsn.training.recipes.STAGE_RECIPES`. :class:`StageConfig`
 fields carry their command-line flag and help in their metadata, so
@@ -779,7 +788,6 @@ def run_stage(config: StageConfig, log: Callable[[str], None] = print) -> StageR
     options["snippet_stride"] = list(config.snippet_stride)
     options["also_data"] = [os.path.abspath(path) for path in config.also_data or ()]
 
-    gated = config.stage in ("gate", "joint")
     batch = recipe.batch_size
     if batch % workers.count:
         raise ValueError(f"the global batch of {batch} videos does not split over {workers.count} workers")

@@ -279,22 +279,15 @@ class StageConfig:
             learning_rate * base.min_learning_rate / base.learning_rate
             if self.min_learning_rate is None else self.min_learning_rate
         )
+        overrides = {
+            name: getattr(self, name)
+            for name in ("batch_size", "iter_size", "gating_loss_weight", "weight_decay", "clip_gradients")
+            if getattr(self, name) is not None
+        }
+        if overrides.get("clip_gradients") == 0:  # 0: no clipping (None: the recipe's)
+            overrides["clip_gradients"] = None
         recipe = dataclasses.replace(
-            base,
-            learning_rate=learning_rate,
-            min_learning_rate=min_learning_rate,
-            **{
-                name: value
-                for name, value in (
-                    ("batch_size", self.batch_size),
-                    ("iter_size", self.iter_size),
-                    ("gating_loss_weight", self.gating_loss_weight),
-                    ("weight_decay", self.weight_decay),
-                    # 0: no clipping (None is the recipe's).
-                    ("clip_gradients", None if self.clip_gradients is None else (self.clip_gradients or None)),
-                )
-                if value is not None or (name == "clip_gradients" and self.clip_gradients == 0)
-            },
+            base, learning_rate=learning_rate, min_learning_rate=min_learning_rate, **overrides
         )
         for name in ("batch_size", "iter_size"):
             check_int(name, getattr(recipe, name), 1)

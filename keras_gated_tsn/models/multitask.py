@@ -36,6 +36,7 @@ from keras_gated_tsn.models.common import (
 )
 from keras_gated_tsn.models.tsn import CLASSIFIER, TSN, stream_trunk
 from keras_gated_tsn.precision import precision_scope, resolve_precision
+from keras_gated_tsn.weights.transfer import copy_weights_by_name
 
 
 def _check_heads(heads) -> Dict[str, int]:
@@ -174,14 +175,12 @@ class MultiTaskTSN(RecordsBackboneWeights, BuildsFromSpecs, keras.Model):
             name=f"tsn_{self.modality}_{self.backbone}_k{self.num_segments}_{head}", dtype=self.precision,
         )
         stream.backbone_weights = self.backbone_weights
-        mine = {layer.name: layer for layer in self.layers if layer.weights}
-        for layer in stream.layers:
-            if not layer.weights:
-                continue
-            source = mine.get(f"{CLASSIFIER}_{head}" if layer.name == CLASSIFIER else layer.name)
-            if source is None:  # the two are built by the same code: a bug, not bad input
-                raise RuntimeError(f"layer {layer.name!r} of the stream has no namesake in {self.name!r}")
-            layer.set_weights(source.get_weights())
+        filled = set(copy_weights_by_name(self, stream))  # the shared trunk
+        stream.get_layer(CLASSIFIER).set_weights(self.get_layer(f"{CLASSIFIER}_{head}").get_weights())
+        missing = [layer.name for layer in stream.layers
+                   if layer.weights and layer.name not in filled and layer.name != CLASSIFIER]
+        if missing:  # the two are built by the same code: a bug, not bad input
+            raise RuntimeError(f"layers {missing} of the stream have no namesake in {self.name!r}")
         return stream
 
     def get_config(self):

@@ -135,7 +135,8 @@ class StageConfig:
         choices=tuple(backbone_names()) + tuple(CLIP_BACKBONES))
     backbone_weights: Optional[str] = _option(
         None, "'imagenet' or a backbone weights file to start a stream, a multi-task stream or GCF-Net from "
-        "(see weights/README.md)", flag="--backbone-weights", group="streams (--stage rgb / flow)")
+        "(see weights/README.md)", flag="--backbone-weights", group="streams (--stage rgb / flow)",
+        stages=("rgb", "flow", "gcf", "multitask"))
     partial_bn: bool = _option(True, "train every BN layer of a stream (TSN's partial BN is the default)",
                                flag="--no-partial-bn", group="streams (--stage rgb / flow)", action="store_false")
     dropout: Optional[float] = _option(
@@ -145,7 +146,7 @@ class StageConfig:
     init_from: Optional[str] = _option(
         None, "a .keras model to start from: a stream (an RGB stream into a flow stream: cross-modality conv1); "
         "for gcf a GCF-Net, a TSN stream or a saved clip backbone (by layer name)",
-        flag="--init-from", group="streams (--stage rgb / flow)")
+        flag="--init-from", group="streams (--stage rgb / flow)", stages=("rgb", "flow", "gcf"))
     flow_stacking: str = _option(
         "optical_flow", "a flow stream's input volume (two-stream ConvNets Sec. 3.1): optical_flow (eq. 1, TSN's, "
         "default) or trajectory (eq. 2, the flow sampled along its trajectories)", flag="--flow-stacking",
@@ -158,12 +159,12 @@ class StageConfig:
         False, "subtract each flow field's mean vector (camera-motion compensation)", flag="--mean-subtraction",
         group="streams (--stage rgb / flow)", action="store_true")
     rgb: Optional[str] = _option(None, "the trained RGB stream, .keras (stages gate, conv-fusion)", flag="--rgb",
-                                 group="gate (--stage gate / joint)")
+                                 group="gate (--stage gate / joint)", stages=("gate", "conv-fusion"))
     flow: Optional[str] = _option(None, "the trained flow stream, .keras (stages gate, conv-fusion)", flag="--flow",
-                                  group="gate (--stage gate / joint)")
+                                  group="gate (--stage gate / joint)", stages=("gate", "conv-fusion"))
     gate_model: Optional[str] = _option(
         None, "the stage-2 gated .keras the joint stage goes on from (--resume is its old name)", flag="--gate",
-        aliases=("--resume",), group="gate (--stage gate / joint)")
+        aliases=("--resume",), group="gate (--stage gate / joint)", stages=("joint",))
     fusion_layer: Optional[str] = _option(
         None, "feature layer to fuse (default: the backbone's: inception_4e_output / conv4 / block5_conv2; "
         "conv-fusion: the last conv layer's ReLU, Sec. 3.4)", flag="--fusion-layer",
@@ -333,28 +334,20 @@ class StageConfig:
         return recipe
 
     def _check_stage_inputs(self) -> None:
-        """Refuses the inputs and options of one stage given to another (they would be ignored)."""
-        inputs = {"gate": ("rgb", "flow"), "joint": ("gate_model",), "conv-fusion": ("rgb", "flow")}
-        flags = {"rgb": "--rgb", "flow": "--flow", "gate_model": "--gate (--resume)", "init_from": "--init-from",
-                 "backbone_weights": "--backbone-weights"}
-        wrong = [name for name in ("rgb", "flow", "gate_model") if getattr(self, name)
-                 and name not in inputs.get(self.stage, ())]
-        if self.stage in ("gate", "joint", "conv-fusion", "multitask"):
-            wrong += [name for name in ("init_from", "backbone_weights") if getattr(self, name)
-                      and not (self.stage == "multitask" and name == "backbone_weights")]
+        """Refuses the inputs and options of one stage given to another (they
+        would be ignored): each field's ``stages`` metadata."""
+        wrong = []
         for field in dataclasses.fields(self):
             stages = field.metadata.get("stages")
             value = getattr(self, field.name)
             value = tuple(value) if isinstance(value, list) and isinstance(field.default, tuple) else value
             if stages and self.stage not in stages and value != field.default and value not in (None, [], ()):
-                flags[field.name] = field.metadata["flag"]
-                wrong.append(field.name)
+                aliases = field.metadata["aliases"]
+                wrong.append(field.metadata["flag"] + (f" ({', '.join(aliases)})" if aliases else ""))
         if wrong:
             hint = (" (a killed run resumes by itself: start the same command again)"
-                    if "gate_model" in wrong else "")
-            raise ValueError(
-                f"{', '.join(flags[name] for name in wrong)} does not apply to --stage {self.stage}{hint}"
-            )
+                    if self.gate_model and self.stage != "joint" else "")
+            raise ValueError(f"{', '.join(wrong)} does not apply to --stage {self.stage}{hint}")
 
 
 def _require_file(path: Optional[str], what: str) -> str:
